@@ -1,0 +1,47 @@
+"""Backends: one module per backend, one small protocol.
+
+A backend module defines ``NAME`` and three functions::
+
+    compile(program, plan, settings) -> runner       # runner(**inputs) -> logits (B, T, V)
+    save(runner, directory) -> dict[str, str]        # extra artifact files written (name -> file)
+    load(directory, program, plan, settings) -> runner
+
+The engine saves the exported program itself (program.pt2) for every backend, so a backend only
+writes what it adds. Optional backends import their heavy dependencies inside these functions.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import BackendError
+
+BACKENDS = {
+    "eager": "dynashape.backends.eager",
+    "inductor": "dynashape.backends.inductor",
+    "aoti": "dynashape.backends.aoti",
+    "onnx": "dynashape.backends.onnx",
+    "tensorrt": "dynashape.backends.tensorrt",
+}
+
+
+@dataclass
+class CompileSettings:
+    """How to build an engine. Defaults live here."""
+
+    backend: str = "inductor"
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+def get_backend(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}.", "use --backend " + ", ".join(BACKENDS) + ".")
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("dynashape"):
+            raise BackendError(f"backend {name!r} is not available in this dynashape build.",
+                               "use --backend eager or inductor.") from None
+        raise

@@ -1,0 +1,125 @@
+"""Plan -> ``torch.export.ExportedProgram``.
+
+The model is wrapped so the graph takes exactly the plan's inputs and returns only the logits
+(``use_cache=False``). Every axis named the same in the plan shares one ``torch.export.Dim``; static
+axes get ``None``. When torch still raises, the error is translated by ``diagnose``; a retry is made
+once when the diagnosis says one is safe, and the plan's findings say so.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.export import Dim
+
+from .errors import ExportError
+from .shapes import Finding, ShapePlan
+
+
+class LogitsOnly(torch.nn.Module):
+    """GPT2LMHeadModel -> a module whose forward takes the plan's inputs and returns logits (B, T, V)."""
+
+    def __init__(self, model, input_names: list[str]):
+        super().__init__()
+        self.m = model
+        self.input_names = list(input_names)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        out = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False, return_dict=True)
+        return out.logits
+
+
+def torch_dims(plan: ShapePlan) -> dict[str, Dim | None]:
+    """One Dim per planned dimension (None where the graph is static)."""
+    dims: dict[str, Dim | None] = {}
+    for name, r in plan.graph.items():
+        dims[name] = None if r.static else Dim(name, min=r.min, max=r.max)
+    return dims
+
+
+def dynamic_shapes(plan: ShapePlan) -> dict:
+    dims = torch_dims(plan)
+    return {spec.name: {axis: dims[d] for axis, d in enumerate(spec.dims)} for spec in plan.inputs}
+
+
+def example_inputs(plan: ShapePlan, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, torch.Tensor]:
+    """Example inputs at the planned example sizes: random ids, an all-ones mask, positions 0..T-1."""
+    b, t = plan.examples["batch"], plan.examples["seq"]
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for spec in plan.inputs:
+        if spec.name == "input_ids":
+            out[spec.name] = torch.randint(0, plan.model["vocab_size"], (b, t), generator=g)
+        elif spec.name == "attention_mask":
+            out[spec.name] = torch.ones(b, t, dtype=torch.long)
+        elif spec.name == "position_ids":
+            out[spec.name] = torch.arange(t).expand(b, t).contiguous()
+    return {k: v.to(device) for k, v in out.items()}
+
+
+@dataclass
+class ExportResult:
+    program: torch.export.ExportedProgram
+    seconds: float
+    retried: bool = False
+
+
+def _export_once(module, kwargs, shapes, extra: dict):
+    return torch.export.export(module, (), kwargs=kwargs, dynamic_shapes=shapes, strict=False, **extra)
+
+
+def export_plan(model, plan: ShapePlan, device: str | torch.device = "cpu") -> ExportResult:
+    """Export ``model`` (HF GPT2LMHeadModel on ``device``) for ``plan``; raise ExportError on failure."""
+    names = [s.name for s in plan.inputs]
+    module = LogitsOnly(model, names).eval()
+    kwargs = example_inputs(plan, device)
+    shapes = dynamic_shapes(plan)
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            ep = _export_once(module, kwargs, shapes, {})
+        return ExportResult(ep, time.perf_counter() - t0)
+    except Exception as exc:  # torch raises many types; each is translated below
+        from . import diagnose
+
+        error = diagnose.as_export_error(exc, input_names=names, plan=plan)
+        d = error.diagnosis
+        if d is None or not d.retry:
+            raise error from None
+    try:
+        with torch.no_grad():
+            ep = _export_once(module, kwargs, shapes, dict(d.retry))
+    except Exception as exc2:
+        from . import diagnose
+
+        raise diagnose.as_export_error(exc2, input_names=names, plan=plan) from None
+    plan.findings.append(Finding("export-retry", "ADJUSTED",
+                                 f"first export failed ({d.cause}); retried once with {d.retry}, which "
+                                 "turns the guard into a run-time assert, and it succeeded."))
+    return ExportResult(ep, time.perf_counter() - t0, retried=True)
+
+
+def check_program(ep: torch.export.ExportedProgram, plan: ShapePlan) -> list[Finding]:
+    """Prove the program really has the plan's dynamic ranges (export can 'succeed' with none)."""
+    findings = []
+    for spec in plan.inputs:
+        node = next((n for n in ep.graph.nodes if n.op == "placeholder" and n.name == spec.name), None)
+        if node is None:
+            continue
+        val = node.meta.get("val")
+        for axis, dim in enumerate(spec.dims):
+            size = val.shape[axis]
+            want = plan.graph[dim]
+            if want.static:
+                ok = isinstance(size, int) and size == want.min
+            else:
+                ok = not isinstance(size, int)
+            if not ok:
+                findings.append(Finding("program-check", "REFUSED",
+                                        f"{spec.name} axis {axis} ({dim}) came out as {size} instead of the planned "
+                                        f"{want.text()}.", "report this as a dynashape bug with `doctor --json`."))
+    if not findings:
+        findings.append(Finding("program-check", "OK", "exported graph has the planned dynamic dimensions."))
+    return findings
