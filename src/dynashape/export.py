@@ -31,12 +31,12 @@ class LogitsOnly(torch.nn.Module):
         return out.logits
 
 
-def torch_dims(plan: ShapePlan) -> dict[str, Dim | None]:
-    """One Dim per planned dimension (None where the graph is static)."""
-    dims: dict[str, Dim | None] = {}
-    for name, r in plan.graph.items():
-        dims[name] = None if r.static else Dim(name, min=r.min, max=r.max)
-    return dims
+STATIC = getattr(Dim, "STATIC", None)  # torch >= 2.6 wants Dim.STATIC rather than None
+
+
+def torch_dims(plan: ShapePlan) -> dict:
+    """One Dim per planned dimension (Dim.STATIC where the graph is static)."""
+    return {name: STATIC if r.static else Dim(name, min=r.min, max=r.max) for name, r in plan.graph.items()}
 
 
 def dynamic_shapes(plan: ShapePlan) -> dict:
@@ -101,25 +101,33 @@ def export_plan(model, plan: ShapePlan, device: str | torch.device = "cpu") -> E
     return ExportResult(ep, time.perf_counter() - t0, retried=True)
 
 
-def check_program(ep: torch.export.ExportedProgram, plan: ShapePlan) -> list[Finding]:
-    """Prove the program really has the plan's dynamic ranges (export can 'succeed' with none)."""
-    findings = []
+def program_sizes(ep: torch.export.ExportedProgram, plan: ShapePlan) -> dict[str, object]:
+    """Planned dimension -> what the program has there: an int (static) or (lo, hi) (dynamic)."""
+    out: dict[str, object] = {}
     for spec in plan.inputs:
         node = next((n for n in ep.graph.nodes if n.op == "placeholder" and n.name == spec.name), None)
         if node is None:
             continue
-        val = node.meta.get("val")
         for axis, dim in enumerate(spec.dims):
-            size = val.shape[axis]
-            want = plan.graph[dim]
-            if want.static:
-                ok = isinstance(size, int) and size == want.min
-            else:
-                ok = not isinstance(size, int)
-            if not ok:
-                findings.append(Finding("program-check", "REFUSED",
-                                        f"{spec.name} axis {axis} ({dim}) came out as {size} instead of the planned "
-                                        f"{want.text()}.", "report this as a dynashape bug with `doctor --json`."))
+            size = node.meta["val"].shape[axis]
+            if isinstance(size, int):
+                out.setdefault(dim, size)
+                continue
+            vr = ep.range_constraints.get(size.node.expr)
+            out.setdefault(dim, (int(vr.lower), int(vr.upper)) if vr is not None else (None, None))
+    return out
+
+
+def check_program(ep: torch.export.ExportedProgram, plan: ShapePlan) -> list[Finding]:
+    """Prove the program really has the plan's dynamic ranges (export can 'succeed' with none)."""
+    findings = []
+    for dim, size in program_sizes(ep, plan).items():
+        want = plan.graph[dim]
+        ok = size == want.min if want.static else size == (want.min, want.max)
+        if not ok:
+            findings.append(Finding("program-check", "REFUSED",
+                                    f"the exported {dim} dimension came out as {size} instead of the planned "
+                                    f"{want.text()}.", "report this as a dynashape bug with `doctor --json`."))
     if not findings:
         findings.append(Finding("program-check", "OK", "exported graph has the planned dynamic dimensions."))
     return findings

@@ -151,6 +151,8 @@ def _example_rule(ctx: _Ctx, dim: str, given: int | None, preferred: int) -> Fin
                        f"{flag} {given} cannot be the export example: {reasons[0]}; using {ctx.examples[dim]}.",
                        f"{flag} {ctx.examples[dim]}")
     ctx.examples[dim] = _pick_example(g, avoid, preferred)
+    if g.static:
+        return Finding(f"{dim}-example", "OK", f"{dim} is static: the export example is its size {g.min}.")
     return Finding(f"{dim}-example", "OK", f"export example {dim} = {ctx.examples[dim]} (inside {g.min}..{g.max}, "
                    f">= 2, distinct from the other dimensions' examples).")
 

@@ -123,6 +123,47 @@ def _tokenizer_from(path: str, local_only: bool):
         return None
 
 
+def _resolve(name: str) -> tuple[str, str, bool]:
+    """(source, target, local_only) for a local directory or a hub id."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{name!r} is a path but holds no config.json.",
+                             "point at a directory written by save_pretrained, or use random:gpt2.")
+        return "local", str(path), True
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model directory {name!r} does not exist.",
+                         "check the path, or use random:gpt2 for a model with random weights.")
+    return "hub", name, False
+
+
+def load_info(name: str, attn_implementation: str = "sdpa") -> dict:
+    """The model facts a plan needs, from the config alone (no weights are built or read)."""
+    from transformers import AutoConfig
+
+    name = str(name or "").strip()
+    if not name:
+        raise ModelError("no model given.", "name a model: random:gpt2, a local directory, or a hub id like gpt2.")
+    if name.startswith("random:"):
+        cfg = preset_config(name.split(":", 1)[1], attn_implementation)
+        return LoadedModel(name, "random", None, cfg).info()
+    source, target, local_only = _resolve(name)
+    cfg, err = None, None
+    for only in ([True] if local_only else [True, False]):
+        try:
+            with _quiet_transformers():
+                cfg = AutoConfig.from_pretrained(target, local_files_only=only)
+            break
+        except Exception as e:  # translated below
+            err = e
+    if cfg is None:
+        raise ModelError(f"could not read the config of {name!r} ({type(err).__name__}).",
+                         "use random:gpt2 (no download), a directory saved with save_pretrained, "
+                         "or a hub id that is in the local cache.")
+    _check_gpt2(cfg, name)
+    return LoadedModel(name, source, None, cfg).info()
+
+
 def load_model(name: str, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32,
                seed: int = 0) -> LoadedModel:
     """Load ``name``: ``random:<preset>``, a local directory, or a hub id (cache first, then download)."""
@@ -139,17 +180,7 @@ def load_model(name: str, attn_implementation: str = "sdpa", dtype: torch.dtype 
 
     from transformers import GPT2LMHeadModel
 
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{name!r} is a path but holds no config.json.",
-                             "point at a directory written by save_pretrained, or use random:gpt2.")
-        source, target, local_only = "local", str(path), True
-    elif "/" in name and (name.startswith((".", "/", "~")) or os.sep in name and len(name.split("/")) > 2):
-        raise ModelError(f"model directory {name!r} does not exist.",
-                         "check the path, or use random:gpt2 for a model with random weights.")
-    else:
-        source, target, local_only = "hub", name, False
+    source, target, local_only = _resolve(name)
     model = None
     errors = []
     for only in ([True] if local_only else [True, False]):  # hub ids: the local cache first

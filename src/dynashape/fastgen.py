@@ -1,0 +1,383 @@
+"""Fast generation on the lean GPT-2 runtime: compiled prefill, CUDA-graph decode, mixed-length batches.
+
+How a request runs (``FastGenerator.generate``):
+
+1. Prompts are right-padded to one length ``T`` (rounded up to ``prefill_bucket``, at least 2, since
+   torch specialises sizes 0 and 1). Causal attention makes this exact: real tokens never see the
+   padding, and the first new token is sampled from each row's last real position.
+2. Decode runs ``max_new_tokens - 1`` static-shape steps. Each row feeds its token at its own
+   position (a tensor), so rows of different lengths share one step. A step reads only the first
+   ``S`` cache slots (the largest position in use, rounded up to ``attn_bucket``).
+3. On a GPU, prefill and decode are compiled with inductor (no cudagraphs mode) and captured by us:
+   one ``torch.cuda.CUDAGraph`` per (batch, S) holding ``steps_per_graph`` whole decode steps, so
+   one replay pays the host overhead once for several tokens; a one-step graph runs the remainder.
+   The host checks EOS and streams tokens one chunk behind the GPU, so it never stalls the queue.
+   On the CPU the same step functions run eagerly.
+
+Rows stop at EOS (the EOS token is kept; later slots are filled with EOS and cut) or at the budget.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import GenerateError
+from .models.gpt2 import GPT2
+from .models.load import DTYPES
+from .sampling import SamplingSettings, make_generator, sample_next
+
+OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class GenTiming:
+    """What the last ``generate`` call measured (CUDA events on a GPU, the host clock on the CPU)."""
+    ttft_ms: float = 0.0                                  # request start -> first token on the device
+    step_ms: list[float] = field(default_factory=list)   # per decode token (a chunk's time / its steps)
+    total_ms: float = 0.0
+    setup_s: float = 0.0                                  # compile + warm-up + capture inside this call
+    graphs_captured: int = 0
+
+
+class _Slots:
+    """Static device buffers of one batch size; captured graphs read and write exactly these."""
+
+    def __init__(self, B: int, K: int, device):
+        self.tok = torch.zeros(B, dtype=torch.long, device=device)    # token fed next
+        self.pos = torch.zeros(B, dtype=torch.long, device=device)    # its cache slot / position
+        self.done = torch.zeros(B, dtype=torch.bool, device=device)   # row met EOS
+        self.chunk = torch.zeros(K, B, dtype=torch.long, device=device)  # tokens made by one replay
+
+    def clone(self) -> "_Slots":
+        c = _Slots.__new__(_Slots)
+        c.tok, c.pos, c.done, c.chunk = (t.clone() for t in (self.tok, self.pos, self.done, self.chunk))
+        return c
+
+
+def _advance(nxt, tok, pos, done, out_row, eos: int) -> None:
+    """After a step: finished rows repeat EOS; record the token; feed it next at pos + 1."""
+    if eos >= 0:
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        done.logical_or_(nxt == eos)
+    out_row.copy_(nxt)
+    tok.copy_(nxt)
+    pos.add_(1)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GenerateError(f"unknown device {device!r}.", "use --device cpu, cuda or auto.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError("--device cuda was asked for, but torch sees no CUDA GPU here.",
+                            "use --device cpu (or auto), or run on a machine with a GPU and a CUDA build of torch.")
+    if dev.type not in ("cuda", "cpu"):
+        raise GenerateError(f"device {dev.type!r} is not served by the fast runtime.", "use --device cpu or cuda.")
+    return dev
+
+
+def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise GenerateError(f"unknown dtype {dtype!r}.", "use --dtype float32, float16 or bfloat16.")
+
+
+class FastGenerator:
+    """Generate token ids with the lean runtime. Plan sizes once: ``max_batch`` rows, ``max_len`` slots."""
+
+    def __init__(self, model, device=None, dtype=None, max_batch: int = 8, max_len: int | None = None, *,
+                 compile: bool | None = None, cuda_graphs: bool | None = None, steps_per_graph: int = 8,
+                 attn_bucket: int = 128, prefill_bucket: int | None = None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        on_gpu = self.device.type == "cuda"
+        self.compiled = on_gpu if compile is None else bool(compile)
+        self.cuda_graphs = on_gpu if cuda_graphs is None else bool(cuda_graphs) and on_gpu
+        self.steps_per_graph = max(1, int(steps_per_graph))
+        self.attn_bucket = max(1, int(attn_bucket))
+        self.prefill_bucket = (64 if self.compiled else 1) if prefill_bucket is None else max(1, int(prefill_bucket))
+        hf = getattr(model, "model", model)                   # LoadedModel -> GPT2LMHeadModel
+        n_positions = int(hf.config.n_positions)
+        self.max_len = n_positions if max_len is None else int(max_len)
+        self.max_batch = int(max_batch)
+        self._check_plan(n_positions)
+        try:
+            self.model = hf.to(self.device, self.dtype) if isinstance(hf, GPT2) else \
+                GPT2.from_hf(hf, dtype=self.dtype, device=self.device)
+            self.model.setup_cache(self.max_batch, self.max_len)
+        except OOM:
+            raise self._oom(self.max_batch) from None
+        self.config = self.model.config
+        self.last_timing = GenTiming()
+        self._gen = make_generator(self.device, 0)
+        self._slots: dict[int, _Slots] = {}
+        self._graphs: dict[tuple, tuple] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self._prefill_fn, self._decode_fn, self._advance_fn = self.model.prefill, self.model.decode, _advance
+        if self.compiled:
+            self._prefill_fn = torch.compile(self.model.prefill, dynamic=True)
+            self._decode_fn = torch.compile(self.model.decode, options={"coordinate_descent_tuning": True})
+            self._advance_fn = torch.compile(_advance)
+
+    # ---- checks ------------------------------------------------------------------------------
+    def _check_plan(self, n_positions: int) -> None:
+        if self.max_batch < 1:
+            raise GenerateError(f"max_batch {self.max_batch} is below 1.", "use --max-batch 1 or more.")
+        if not 2 <= self.max_len <= n_positions:
+            raise GenerateError(f"cache length {self.max_len} is outside 2..{n_positions} (the model's positions).",
+                                f"use --max-len between 2 and {n_positions}.")
+
+    def _oom(self, batch: int) -> GenerateError:
+        return GenerateError(f"out of GPU memory for batch {batch} with a KV cache of {self.max_batch} rows x "
+                             f"{self.max_len} positions ({self.dtype}).",
+                             "lower --max-batch, --max-len or the batch, or use --dtype float16.")
+
+    def check_request(self, prompts, max_new_tokens: int) -> tuple[torch.Tensor, list[int]]:
+        """Validate before any device work. Returns right-padded ids (B, max length) and the lengths."""
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise GenerateError("no prompts given.", "pass at least one prompt of token ids.")
+        if len(prompts) > self.max_batch:
+            raise GenerateError(f"batch of {len(prompts)} prompts is larger than the planned max batch {self.max_batch}.",
+                                f"create the generator with max_batch={len(prompts)} (--max-batch {len(prompts)}), "
+                                "or split the prompts.")
+        if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+            raise GenerateError(f"max_new_tokens {max_new_tokens} is not a whole number >= 0.", "use --max-new-tokens 32.")
+        V, P = self.config.vocab_size, self.config.n_positions
+        lengths = [len(p) for p in prompts]
+        for i, n in enumerate(lengths):
+            if n == 0:
+                raise GenerateError(f"prompt {i} is empty.", "give every prompt at least one token.")
+            if n > P:
+                raise GenerateError(f"prompt {i} has {n} tokens; the model has {P} positions.",
+                                    f"shorten the prompt to at most {P} tokens.")
+            if n + max_new_tokens > self.max_len:
+                raise GenerateError(f"prompt {i} ({n} tokens) plus {max_new_tokens} new tokens is beyond the "
+                                    f"cache length {self.max_len}.",
+                                    f"use --max-new-tokens {max(self.max_len - n, 0)} or less, or raise --max-len "
+                                    f"(at most {P}).")
+        ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            try:
+                row = torch.as_tensor(p)
+            except (TypeError, ValueError, RuntimeError):
+                row = None
+            if row is None or row.dim() != 1 or row.dtype.is_floating_point or row.dtype.is_complex \
+                    or row.dtype == torch.bool:
+                raise GenerateError(f"prompt {i} is not a list of whole-number token ids.",
+                                    "pass prompts as lists of ints, e.g. [[464, 3290]].")
+            lo, hi = int(row.min()), int(row.max())
+            if lo < 0 or hi >= V:
+                raise GenerateError(f"prompt {i} holds token id {lo if lo < 0 else hi}, outside the vocabulary "
+                                    f"0..{V - 1}.", f"use token ids below {V} (the model's vocab_size).")
+            ids[i, :lengths[i]] = row
+        return ids, lengths
+
+    # ---- public ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts, max_new_tokens: int, sampling: SamplingSettings | None = None,
+                 eos_token_id: int | None = None, ignore_eos: bool = False, on_token=None) -> list[list[int]]:
+        """New tokens per prompt (EOS kept when met). ``on_token(row, token)`` streams them in order.
+
+        ``eos_token_id`` None means the model's EOS; ``ignore_eos`` makes every row run the whole budget.
+        """
+        clock = _Clock(self.device)
+        clock.mark()                                        # the request starts here (checks included)
+        sampling = sampling or SamplingSettings()
+        ids, lengths = self.check_request(prompts, max_new_tokens)
+        if max_new_tokens == 0:
+            self.last_timing = GenTiming()
+            return [[] for _ in prompts]
+        eos = eos_token_id if eos_token_id is not None else self.config.eos_token_id
+        eos = -1 if ignore_eos or eos is None else int(eos)
+        try:
+            return self._generate(ids, lengths, max_new_tokens, sampling, eos, on_token, clock)
+        except OOM:
+            raise self._oom(len(prompts)) from None
+
+    def weight_bytes(self) -> int:
+        """Bytes of all distinct weights (what one decode step must read at least once)."""
+        seen = {p.data_ptr(): p.numel() * p.element_size() for p in self.model.parameters()}
+        return sum(seen.values())
+
+    # ---- the request -------------------------------------------------------------------------
+    def _generate(self, ids, lengths, max_new, sampling, eos, on_token, clock) -> list[list[int]]:
+        B, dev = len(lengths), self.device
+        self._setup_s, self._captured = 0.0, 0
+        self._gen.manual_seed(sampling.seed)
+        if B not in self._slots:
+            self._slots[B] = _Slots(B, self.steps_per_graph, dev)
+        sl = self._slots[B]
+        out = torch.full((B, max_new), max(eos, 0), dtype=torch.long, device=dev)
+        first = self._prefill(ids, lengths, sampling)       # (B,) on the device
+        out[:, 0] = first
+        sl.tok.copy_(first)
+        sl.pos.copy_(torch.tensor(lengths, device=dev))
+        if eos >= 0:
+            torch.eq(first, eos, out=sl.done)
+        else:
+            sl.done.zero_()
+        clock.mark()
+        host = _HostStream(out, on_token, eos)
+        host.push(0, 1)
+        steps, j, max_l = max_new - 1, 0, max(lengths)
+        while j < steps and not host.all_done:
+            n = self.steps_per_graph if steps - j >= self.steps_per_graph else 1
+            S = min(self.max_len, _round_up(max_l + j + n, self.attn_bucket))   # slots any row may read
+            self._decode_chunk(sl, n, S, sampling, eos)
+            out[:, 1 + j:1 + j + n] = sl.chunk[:n].t()
+            clock.mark(n)
+            host.push(1 + j, 1 + j + n)
+            j += n
+        rows = host.finish()
+        t = GenTiming(*clock.read(), setup_s=self._setup_s, graphs_captured=self._captured)
+        self.last_timing = t
+        return rows
+
+    def _prefill(self, ids, lengths, sampling) -> torch.Tensor:
+        B = len(lengths)
+        T = min(self.max_len, _round_up(max(ids.shape[1], 2), self.prefill_bucket))
+        padded = torch.zeros(B, T, dtype=torch.long)
+        padded[:, :ids.shape[1]] = ids
+        last = torch.tensor(lengths, dtype=torch.long) - 1
+        key = ("prefill", B, T, _sampling_key(sampling))
+        if key not in self._graphs:
+            bufs = (padded.to(self.device, copy=True), last.to(self.device, copy=True),
+                    torch.zeros(B, dtype=torch.long, device=self.device))
+
+            def body(gen):                                     # rerunning it rewrites the same slots
+                bufs[2].copy_(sample_next(self._prefill_fn(bufs[0], bufs[1]), sampling, gen))
+            self._graphs[key] = (self._capture(body, sampling.greedy, warm=body), bufs)
+        run, bufs = self._graphs[key]
+        bufs[0].copy_(padded)
+        bufs[1].copy_(last)
+        run()
+        return bufs[2]
+
+    def _decode_chunk(self, sl: _Slots, n: int, S: int, sampling, eos: int) -> None:
+        key = ("decode", sl.tok.shape[0], n, S, _sampling_key(sampling), eos)
+        if key not in self._graphs:
+            def body(gen, slots=sl):
+                for i in range(n):
+                    logits = self._decode_fn(slots.tok, slots.pos, S)      # (B, V)
+                    nxt = sample_next(logits, sampling, gen)
+                    self._advance_fn(nxt, slots.tok, slots.pos, slots.done, slots.chunk[i], eos)
+            # warm up on copies: the KV slots it writes (pos..pos+n-1) are rewritten by the real steps
+            self._graphs[key] = (self._capture(body, sampling.greedy, warm=lambda gen: body(gen, sl.clone())), None)
+        self._graphs[key][0]()
+
+    def _capture(self, body, greedy: bool, warm):
+        """A callable running ``body(generator)``: a replayed CUDA graph on the GPU, eager otherwise.
+
+        ``warm(generator)`` runs the same shapes first (compile, autotune, cuBLAS workspaces) without
+        touching state the request still needs.
+        """
+        eager = lambda: body(self._gen)  # noqa: E731
+        if not self.cuda_graphs:
+            return eager
+        graph = torch.cuda.CUDAGraph()
+        if not greedy and not hasattr(graph, "register_generator_state"):
+            return eager                                   # old torch: seeded sampling stays eager
+        t0 = time.perf_counter()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):                      # compile + autotune outside the capture
+            for _ in range(2):
+                warm(make_generator(self.device, 0))
+        torch.cuda.current_stream().wait_stream(side)
+        if not greedy:
+            graph.register_generator_state(self._gen)      # replays advance the seeded generator
+        with torch.cuda.graph(graph, pool=self._pool):
+            body(self._gen)
+        self._setup_s += time.perf_counter() - t0
+        self._captured += 1
+        return graph.replay
+
+
+def _sampling_key(s: SamplingSettings) -> tuple:
+    return (s.temperature, s.top_k, s.top_p)
+
+
+class _Clock:
+    """Marks on the device timeline (CUDA events) or the host clock; read() -> ttft, per-token, total."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple] = []
+
+    def mark(self, steps: int = 0) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.marks.append((ev, steps))
+        else:
+            self.marks.append((time.perf_counter(), steps))
+
+    def _ms(self, a, b) -> float:
+        return a.elapsed_time(b) if self.cuda else (b - a) * 1e3
+
+    def read(self):
+        if self.cuda:
+            self.marks[-1][0].synchronize()
+        t = [m for m, _ in self.marks]
+        per_token = []
+        for (a, _), (b, n) in zip(self.marks[1:], self.marks[2:]):
+            per_token += [self._ms(a, b) / n] * n
+        return self._ms(t[0], t[1]), per_token, self._ms(t[0], t[-1])
+
+
+class _HostStream:
+    """Brings tokens to the host one chunk behind the GPU: EOS checks and on_token without stalls."""
+
+    def __init__(self, out: torch.Tensor, on_token, eos: int):
+        self.out, self.on_token, self.eos = out, on_token, eos
+        self.live = on_token is not None or eos >= 0       # else: one copy at the end
+        self.cuda = out.device.type == "cuda"
+        self.host = torch.zeros(out.shape, dtype=torch.long, pin_memory=self.cuda and self.live)
+        self.pending: list[tuple] = []
+        self.stopped = [False] * out.shape[0]
+        self.all_done = False
+
+    def push(self, a: int, b: int) -> None:
+        """Tokens a..b-1 were launched; copy them back asynchronously, deliver the chunk before."""
+        if not self.live:
+            return
+        self.host[:, a:b].copy_(self.out[:, a:b], non_blocking=True)
+        ev = None
+        if self.cuda:
+            ev = torch.cuda.Event()
+            ev.record()
+        self.pending.append((ev, a, b))
+        while len(self.pending) > 1:                       # keep one chunk in flight
+            self._deliver(*self.pending.pop(0))
+
+    def _deliver(self, ev, a: int, b: int) -> None:
+        if ev is not None:
+            ev.synchronize()
+        for row, tokens in enumerate(self.host[:, a:b].tolist()):
+            for t in tokens:
+                if self.stopped[row]:
+                    break
+                if self.on_token is not None:
+                    self.on_token(row, t)
+                self.stopped[row] = t == self.eos
+        self.all_done = self.eos >= 0 and all(self.stopped)
+
+    def finish(self) -> list[list[int]]:
+        for item in self.pending:
+            self._deliver(*item)
+        self.pending = []
+        tokens = self.out.tolist()                         # rows past EOS hold EOS: cut after the first
+        return [row[:row.index(self.eos) + 1] if self.eos in row else row for row in tokens]
