@@ -116,16 +116,16 @@ def rule_seq_specialisation(ctx: _Ctx) -> Finding:
 
 
 def _pick_example(g: Range, avoid: set[int], preferred: int) -> int:
-    """An example size strictly inside the graph range where there is an inside, >= 2, not in avoid."""
+    """An example size >= 2, not in avoid, strictly inside the graph range where the inside allows."""
     if g.static:
         return g.min
-    lo, hi = (g.min + 1, g.max - 1) if g.max - g.min >= 2 else (g.min, g.max)
-    start = min(max(preferred, lo), hi)
-    for delta in range(0, hi - lo + 1):
-        for cand in (start + delta, start - delta):
-            if lo <= cand <= hi and cand not in avoid:
-                return cand
-    return start
+    for lo, hi in ((g.min + 1, g.max - 1), (g.min, g.max)):  # the inside first, then the boundaries
+        start = min(max(preferred, lo), hi)
+        for delta in range(0, max(hi - lo + 1, 0)):
+            for cand in (start + delta, start - delta):
+                if lo <= cand <= hi and cand not in avoid:
+                    return cand
+    return min(max(preferred, g.min), g.max)
 
 
 def _example_rule(ctx: _Ctx, dim: str, given: int | None, preferred: int) -> Finding:

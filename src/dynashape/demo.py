@@ -1,0 +1,112 @@
+"""``dynashape demo``: the whole story on the embedded default, in a few minutes on a CPU.
+
+1. the trap: plain torch.export of GPT-2 with a dynamic length from 1 fails, and why;
+2. doctor: the plan dynashape makes for --seq 1:1024 --batch 1:4 instead;
+3. compile: export + backend, saved as an engine directory;
+4. verify: the engine against the eager Hugging Face model over the whole range;
+5. generate: greedy tokens through the engine, checked against Hugging Face ``generate``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+DEMO_SEQ, DEMO_BATCH = "1:1024", "1:4"
+PROMPT = [464, 3290, 318]  # GPT-2 ids of "The dog is"
+
+
+def pick_model(requested: str | None) -> str:
+    """gpt2 when it is already in the local Hugging Face cache (no download), else random:gpt2."""
+    if requested:
+        return requested
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
+            return "gpt2"
+    except Exception:  # no hub library or no cache: the embedded default
+        pass
+    return "random:gpt2"
+
+
+def _step(n: int, title: str) -> float:
+    print(f"\n== {n}. {title} " + "=" * max(0, 60 - len(title)))
+    return time.perf_counter()
+
+
+def show_trap(lm) -> None:
+    """Plain torch.export with Dim(min=1) and a length-1 example, as most tutorials write it."""
+    from torch.export import Dim
+
+    from .diagnose import as_export_error
+    from .export import LogitsOnly
+
+    ids = torch.tensor([[PROMPT[0]]])
+    seq = Dim("seq", min=1, max=1024)
+    print("plain torch.export: Dim('seq', min=1, max=1024) with a length-1 example ...")
+    try:
+        torch.export.export(LogitsOnly(lm.model, ["input_ids"]), (ids,), dynamic_shapes=({1: seq},), strict=False)
+        print("  export passed on this torch version (the trap is version dependent)")
+    except Exception as exc:  # the point of the demo: translate whatever torch raised
+        err = as_export_error(exc, input_names=["input_ids"])
+        print(f"  torch raised {type(exc).__name__}; dynashape says:\n  {err.one_line()}")
+
+
+def run_demo(args) -> int:
+    from .backends import CompileSettings
+    from .commands import format_plan
+    from .engine import Engine, build_engine
+    from .generate import GenerateSettings, Limits, generate
+    from .models import load_model
+    from .rules import PlanSettings, make_plan
+    from .shapes import parse_range
+    from .verify import VerifySettings, verify_engine
+
+    start = time.perf_counter()
+    name = pick_model(args.model)
+    print(f"dynashape demo on {name}: compile GPT-2 for every length 1..1024 and batch 1..4.")
+    t = _step(1, "the trap")
+    lm = load_model(name)
+    show_trap(lm)
+    print(f"  ({time.perf_counter() - t:.1f} s)")
+
+    t = _step(2, f"doctor {name} --seq {DEMO_SEQ} --batch {DEMO_BATCH}")
+    plan = make_plan(lm.info(), PlanSettings(seq=parse_range(DEMO_SEQ, "seq"), batch=parse_range(DEMO_BATCH, "batch")))
+    print(format_plan(plan))
+
+    t = _step(3, f"compile --backend {args.backend} -o {args.out}")
+    engine = build_engine(lm, plan, CompileSettings(backend=args.backend), out=args.out)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    engine.save(out, force=out.exists())
+    engine = Engine.load(out)
+    print(f"export {engine.meta['export_s']:.1f} s, compile {engine.meta['compile_s']:.1f} s, "
+          f"saved to {out} and loaded back in {engine.meta['load_s']:.1f} s")
+
+    t = _step(4, f"verify {args.out}")
+    sizes = VerifySettings(lengths=[1, 2, 3, 16, 17, 128, 129, 512, 1023, 1024], batches=[1, 2, 4])
+    report = verify_engine(engine, sizes, name=str(out))
+    worst = max(report.results, key=lambda r: r.max_abs_err)
+    padded = sum((r.graph_batch, r.graph_seq) != (r.batch, r.seq) for r in report.results)
+    print(f"{len(report.results) - len(report.failures)}/{len(report.results)} (batch, length) points match the eager "
+          f"model (worst max|err| {worst.max_abs_err:.1e} at {worst.batch}x{worst.seq}); {padded} of them were served "
+          f"by padding (batch 1 -> 2, length 1 -> 2)  ({time.perf_counter() - t:.1f} s)")
+    print(f"  (the full sweep: dynashape verify {args.out})")
+
+    t = _step(5, f"generate {args.out} --prompt-ids {','.join(map(str, PROMPT))} --max-new-tokens 20")
+    limits = Limits(max_seq=1024, max_batch=4, vocab_size=plan.model["vocab_size"])
+    ours = generate(lambda i, m: engine(i, m), [PROMPT], GenerateSettings(20), limits)[0]
+    ref = engine.reference_model()
+    with torch.no_grad():
+        hf = ref.generate(torch.tensor([PROMPT]), max_new_tokens=20, do_sample=False,
+                          pad_token_id=ref.config.eos_token_id)[0, len(PROMPT):].tolist()
+    text = lm.tokenizer.decode(ours) if lm.tokenizer is not None else ",".join(map(str, ours))
+    print(f"engine:        {text}")
+    print(f"Hugging Face:  {'identical, token for token' if ours == hf[:len(ours)] else 'DIFFERENT: ' + str(hf)}")
+
+    ok = report.ok and ours == hf[:len(ours)]
+    print(f"\n{'done' if ok else 'FAILED'} in {time.perf_counter() - start:.0f} s. Next: dynashape doctor MODEL --seq "
+          "MIN:MAX --try; dynashape compile ...; dynashape verify DIR; dynashape generate DIR.")
+    return 0 if ok else 1

@@ -1,0 +1,35 @@
+"""Shared fixtures: random GPT-2 models (no download) and plans built with the real planner."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from dynashape.models import load_model
+
+    return load_model("random:tiny")
+
+
+@pytest.fixture(scope="session")
+def gpt2():
+    from dynashape.models import load_model
+
+    return load_model("random:gpt2")
+
+
+def make_plan_for(lm, seq: str, batch: str = "1", **kw):
+    from dynashape.rules import PlanSettings, make_plan
+    from dynashape.shapes import parse_range
+
+    return make_plan(lm.info(), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"), **kw))
+
+
+def hf_logits(lm, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return lm.model(input_ids=ids, use_cache=False).logits
