@@ -1,16 +1,15 @@
 """Known torch shape errors -> one plain sentence: which input and dimension, the cause, the fix.
 
-``diagnose(exc)`` reads the text of an exception (and of its causes) from torch.export,
-torch.compile, an exported program's module, the ONNX exporters, ONNX Runtime or TensorRT, and
-translates it with a table of small rules, one ``(pattern, builder)`` pair per known failure, in
-the order of the DESIGN.md trap catalogue. ``diagnose_program(ep)`` finds the traps that do not
-raise: an export that "succeeded" with no dynamic dimension, a minimum of 0 or 1 that the program's
-module never checks, a maximum above the model's positions.
+``diagnose(exc)`` reads the text of an exception and its causes (torch.export, torch.compile, an
+exported program's module, the ONNX exporters, ONNX Runtime, TensorRT) and translates it with a
+table of small rules, one ``(pattern, builder)`` pair per known failure, in the order of the
+DESIGN.md trap catalogue. ``diagnose_program(ep)`` finds the traps that do not raise: an export that
+"succeeded" with no dynamic dim, a min of 0 or 1 that ``ep.module()`` never checks, a max above the
+model's positions.
 
-torch names inputs in its messages by source (``L['input_ids'].size()[1]``,
-``L['args'][0][0].size()[1]``, ``L['kwargs']['attention_mask']``, ``input_ids.size()[1]``) or by
-the ``Dim`` name (``seq``); both are mapped back to an input name and an axis, through
-``input_names`` for positional arguments and the plan's inputs for ``Dim`` names.
+torch names inputs by source (``L['input_ids'].size()[1]``, ``L['args'][0][0].size()[1]``,
+``L['kwargs']['attention_mask']``, ``input_ids.size()[1]``) or by ``Dim`` name (``seq``); both are
+mapped back to an input and an axis through ``input_names`` (positional args) and the plan's inputs.
 """
 from __future__ import annotations
 
@@ -19,6 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ExportError
+
+SEQ_INPUTS = ("input_ids", "attention_mask", "position_ids")
+RETRY_WITH_ASSERTS = {"prefer_deferred_runtime_asserts_over_guards": True}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SOURCE = re.compile(r"(?:\bL|\binputs)((?:\[[^\[\]]+\])+)\.(?:size\(\)|shape)\[(\d+)\]"
+                     r"|\b([A-Za-z_]\w*)\.(?:size\(\)|shape)\[(\d+)\]")
 
 
 @dataclass
@@ -31,45 +36,31 @@ class Diagnosis:
     torch_suggestions: list[str] = field(default_factory=list)  # torch's "Suggested fixes" lines
     retry: dict | None = None    # export kwargs that make a safe retry, or None
 
+    def where(self) -> str:
+        if self.input is None:
+            return ""
+        return f"{self.input} dim {self.dim}: " if self.dim is not None else f"{self.input}: "
+
     def one_line(self) -> str:
-        where = f"{self.input} dim {self.dim}: " if self.input is not None and self.dim is not None else (
-            f"{self.input}: " if self.input else "")
-        return " ".join(f"{where}{self.cause} Fix: {self.fix}".split())
+        return " ".join(f"{self.where()}{self.cause} Fix: {self.fix}".split())
 
 
 # ---- reading torch's text -------------------------------------------------------------------
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_SOURCE = re.compile(r"(?:\bL|\binputs)((?:\[[^\[\]]+\])+)\.(?:size\(\)|shape)\[(\d+)\]"
-                     r"|\b([A-Za-z_]\w*)\.(?:size\(\)|shape)\[(\d+)\]")
-_DIM_FLAGS = {"seq": "--seq", "batch": "--batch"}
-SEQ_INPUTS = ("input_ids", "attention_mask", "position_ids")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    while exc is not None and exc not in out and len(out) < 8:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return out
-
-
 def _text(exc: BaseException) -> str:
-    return _ANSI.sub("", "\n".join(f"{type(e).__name__}: {e}" for e in _chain(exc)))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
-    return (lines[0] if lines else "")[:200]
+    """The messages of ``exc`` and its causes (ONNX wraps torch.export's error), without colours."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain and len(chain) < 8:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return _ANSI.sub("", "\n".join(f"{type(e).__name__}: {e}" for e in chain))
 
 
 def _input_name(keys: list[str], input_names: list[str] | None) -> str:
     keys = [k.strip("'\"") for k in keys]
-    if keys[0] == "args" and len(keys) > 1:
+    if keys[0] == "args" and len(keys) > 1:  # L['args'][0][i]: the i-th positional argument
         idx = int(keys[2] if keys[1] == "0" and len(keys) > 2 else keys[1])
         return input_names[idx] if input_names and idx < len(input_names) else f"args[{idx}]"
-    if keys[0] == "kwargs" and len(keys) > 1:
-        return keys[1]
-    return keys[0]
+    return keys[1] if keys[0] == "kwargs" and len(keys) > 1 else keys[0]
 
 
 def sources(text: str, input_names: list[str] | None = None) -> list[tuple[str, int]]:
@@ -91,6 +82,13 @@ def suggested_fixes(text: str) -> list[str]:
     return [ln.strip() for ln in m.group(1).splitlines() if ln.strip()] if m else []
 
 
+def _canonical(name: str | None) -> str | None:
+    """A Dim name ("seq_len", "batch_size", "past_len") -> our dimension, when the name says which."""
+    low = (name or "").lower()
+    return next((d for d, keys in (("past", ("past",)), ("batch", ("batch",)), ("seq", ("seq", "len", "tok")))
+                 if any(k in low for k in keys)), None)
+
+
 @dataclass
 class _Ctx:
     text: str
@@ -102,26 +100,25 @@ class _Ctx:
         return (self.plan.model or {}).get("n_positions") if self.plan is not None else None
 
     def where(self, dim_name: str | None = None, text: str | None = None) -> tuple[str | None, int | None]:
-        """Input and axis: from a torch source in ``text``, else the plan's input holding ``dim_name``."""
+        """Input and axis: a torch source in ``text``, else the plan's input holding ``dim_name``."""
         found = sources(self.text if text is None else text, self.input_names)
         if found:
             return found[0]
-        if self.plan is not None and dim_name:
-            for spec in self.plan.inputs:
-                if dim_name in spec.dims:
-                    return spec.name, spec.dims.index(dim_name)
+        for spec in (self.plan.inputs if self.plan is not None and dim_name else []):
+            if dim_name in spec.dims:
+                return spec.name, spec.dims.index(dim_name)
+        dim_name = _canonical(dim_name)
         if dim_name in ("batch", "seq") and (self.input_names is None or "input_ids" in self.input_names):
             return "input_ids", 0 if dim_name == "batch" else 1  # every GPT-2 graph has input_ids
         return None, None
 
     def dim_name(self, name: str | None, inp: str | None, axis: int | None) -> str:
         """The planned dimension ("seq", "batch", "past", ...) of a Dim name or an input axis."""
-        if self.plan is not None and inp is not None and axis is not None:
-            spec = next((s for s in self.plan.inputs if s.name == inp), None)
-            if spec is not None and axis < len(spec.dims):
-                return spec.dims[axis]
-        if name in _DIM_FLAGS or name == "past":
-            return name
+        spec = next((s for s in self.plan.inputs if s.name == inp), None) if self.plan is not None else None
+        if spec is not None and axis is not None and axis < len(spec.dims):
+            return spec.dims[axis]
+        if _canonical(name):
+            return _canonical(name)
         if inp in SEQ_INPUTS and axis is not None:
             return "batch" if axis == 0 else "seq"
         return name or "seq"
@@ -129,6 +126,9 @@ class _Ctx:
     def range_of(self, dim: str, which: str = "serve") -> tuple[int, int] | None:
         r = getattr(self.plan, which, {}).get(dim) if self.plan is not None else None
         return (r.min, r.max) if r is not None else None
+
+    def lowest(self, dim: str = "seq") -> int:
+        return (self.range_of(dim) or (1, None))[0]
 
     def example_for(self, dim: str, lo: int | None = None, hi: int | None = None) -> int:
         """An example size strictly inside the range where possible, and never below 2."""
@@ -138,14 +138,13 @@ class _Ctx:
             return ex
         if rng is None:
             return 8
-        lo2, hi2 = max(2, rng[0]), rng[1]
-        return lo2 + 1 if hi2 > lo2 + 1 else lo2
+        lo2 = max(2, rng[0])
+        return lo2 + 1 if rng[1] > lo2 + 1 else lo2
 
 
 def _example_fix(ctx: _Ctx, dim: str, size: int) -> str:
     if dim == "batch":
-        return (f"--batch MIN:MAX as you need it: dynashape exports with a batch example >= 2 and pads "
-                f"batch {size} with dummy rows.")
+        return f"--batch MIN:MAX: dynashape exports with a batch example >= 2 and pads batch {size} with dummy rows."
     if dim == "past":
         return (f"give the past length an example of {ctx.example_for('past')} (>= 2), or use dynashape's "
                 "static KV-cache decode, which has no dynamic past length.")
@@ -155,43 +154,25 @@ def _example_fix(ctx: _Ctx, dim: str, size: int) -> str:
 
 def _translate(line: str, ctx: _Ctx) -> str | None:
     """One torch suggestion in our flags: ``seq = Dim('seq', max=256)`` -> ``--seq 1:256``."""
-    m = re.match(r"(\w+) = Dim\('(\w+)'(.*)\)", line)
-    if m:
-        dim = ctx.dim_name(m.group(2), None, None)
-        lo = re.search(r"min=(\d+)", m.group(3))
-        hi = re.search(r"max=(\d+)", m.group(3))
-        cur = ctx.range_of(dim) or (1, None)
-        lo_v = int(lo.group(1)) if lo else max(1, cur[0])
-        hi_v = hi.group(1) if hi else (cur[1] if cur[1] is not None else "MAX")
-        return f"{_DIM_FLAGS.get(dim, '--' + dim)} {lo_v}:{hi_v}"
-    return None
+    m = re.match(r"\w+ = Dim\('(\w+)'(.*)\)", line)
+    if not m:
+        return None
+    dim = ctx.dim_name(m.group(1), None, None)
+    lo, hi = re.search(r"min=(\d+)", m.group(2)), re.search(r"max=(\d+)", m.group(2))
+    cur = ctx.range_of(dim) or (1, "MAX")
+    return f"--{dim} {lo.group(1) if lo else max(1, cur[0])}:{hi.group(1) if hi else cur[1]}"
 
 
 # ---- the rules, in catalogue order (first match wins) ---------------------------------------
-def _onnx_symbool(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    return Diagnosis("onnx_symbool", "the ONNX exporter traced sdpa attention with a length-1 example, so "
-                     "`is_causal = q_len > 1` became a symbolic bool that scaled_dot_product_attention rejects.",
-                     _example_fix(ctx, "seq", 1), "input_ids", 1)
-
-
-def _onnx_aten_diff(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    return Diagnosis("onnx_aten_diff", "without an attention_mask input, transformers 5.x builds the mask "
-                     "with torch.diff, which the legacy ONNX exporter (dynamo=False) cannot export.",
-                     "pass attention_mask as a graph input (dynashape's onnx backend always does), or export "
-                     "with torch.onnx.export(..., dynamo=True).", "attention_mask", None)
-
-
-def _pytree_cache(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    return Diagnosis("pytree_cache", f"the model returns its {m.group(1)} (use_cache=True is the default), "
-                     "which torch.export cannot flatten into graph outputs.",
-                     "export with use_cache=False (dynashape's default; decode uses dynashape's own static "
-                     "KV cache).")
+def _fixed(kind: str, cause: str, fix: str, inp: str | None = None, dim: int | None = None):
+    """A rule whose diagnosis does not depend on the text; ``{0}`` in ``cause`` is the match's group 1."""
+    return lambda ctx, m: Diagnosis(kind, cause.format(*m.groups()), fix, inp, dim)
 
 
 def _data_dependent(ctx: _Ctx, m: re.Match) -> Diagnosis:
     call = re.search(r"raised this error:\s*\n\s*File \"([^\"]+)\", line (\d+), in \w+\n\s*(.+)", ctx.text)
-    where = f" (`{call.group(3).strip()}` at {call.group(1).rsplit('/', 1)[-1]}:{call.group(2)})" if call else ""
-    return Diagnosis("data_dependent", f"the exported code branches on or sizes a tensor by tensor values{where}, "
+    at = f" (`{call.group(3).strip()}` at {call.group(1).rsplit('/', 1)[-1]}:{call.group(2)})" if call else ""
+    return Diagnosis("data_dependent", f"the exported code branches on or sizes a tensor by tensor values{at}, "
                      f"which a graph cannot do ({m.group(1)} is only known at run time).",
                      "move value-dependent code (.item(), int(tensor), `if tensor.any()`) out of the exported "
                      "forward; dynashape's own wrapper takes input_ids and attention_mask and never branches "
@@ -199,48 +180,42 @@ def _data_dependent(ctx: _Ctx, m: re.Match) -> Diagnosis:
 
 
 def _recompile(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    guard = m.group(1).split("#")[0].strip()
+    failed = [g.split("#")[0].strip() for g in re.findall(r"^\s*- [\d/]+: (.+)$", ctx.text, re.M)]
+    guard = next((g for g in failed if re.search(r"\d+ <= .*<= \d+", g)), failed[0] if failed else m.group(1))
     inp, axis = ctx.where(text=guard)
-    dim = ctx.dim_name(None, inp, axis)
-    b = re.search(r"(\d+) <= .*?<= (\d+)", guard)
-    lo, hi = (int(b.group(1)), int(b.group(2))) if b else (None, None)
-    why = " (size 1 is specialised away by 0/1 specialisation)" if lo == 2 else ""
-    flag = _DIM_FLAGS.get(dim, f"--{dim}")
-    rng = f"{min(lo, 1)}:{hi}" if lo is not None else "MIN:MAX"
+    bounds = re.search(r"(\d+) <= .*?<= (\d+)", guard)
+    why = " (size 1 is specialised away by 0/1 specialisation)" if bounds and bounds.group(1) == "2" else ""
+    rng = f"{min(int(bounds.group(1)), 1)}:{bounds.group(2)}" if bounds else "MIN:MAX"
     return Diagnosis("recompile", f"torch.compile guarded the graph with `{guard}`, so sizes outside it "
                      f"compile a new graph{why}, and the new graph has no upper bound.",
-                     f"{flag} {rng}: dynashape compiles one graph for the planned range, pads size 1 up to 2 "
-                     "and refuses sizes outside the range before they reach the model.", inp, axis)
+                     f"--{ctx.dim_name(None, inp, axis)} {rng}: dynashape compiles one graph for the planned "
+                     "range, pads size 1 up to 2 and refuses sizes outside the range before they reach the model.",
+                     inp, axis)
 
 
 def _runtime_guard(ctx: _Ctx, m: re.Match) -> Diagnosis:
     guard = m.group(1).strip()
     inp, axis = ctx.where(text=guard)
-    dim = ctx.dim_name(None, inp, axis)
-    flag = _DIM_FLAGS.get(dim, f"--{dim}")
-    hi = re.search(r"<= (\d+)", guard)
-    n = ctx.n_positions
-    lo_served = (ctx.range_of(dim) or (1, None))[0]
+    dim, n = ctx.dim_name(None, inp, axis), ctx.n_positions
     top = n if (dim == "seq" and n) else "MAX"
-    fix = (f"send sizes the program was built for, or rebuild covering them, e.g. {flag} {lo_served}:{top}"
-           + (f" (the model has {n} positions)." if top == n else "."))
-    size = f"above {hi.group(1)} " if hi else ""
-    return Diagnosis("guard_failed_at_runtime", f"a size {size}was sent to a program exported only for "
-                     f"`{guard}`.", fix, inp, axis)
+    above = re.search(r"<= (\d+)", guard)
+    return Diagnosis("guard_failed_at_runtime", f"a size {'above ' + above.group(1) + ' ' if above else ''}was "
+                     f"sent to a program exported only for `{guard}`.", "send sizes the program was built for, "
+                     f"or rebuild covering them, e.g. --{dim} {ctx.lowest(dim)}:{top}"
+                     + (f" (the model has {n} positions)." if top == n else "."), inp, axis)
 
 
 def _runtime_assert(ctx: _Ctx, m: re.Match) -> Diagnosis:
     size = int(m.group(2))
-    mask = ctx.n_positions == size or (ctx.n_positions is None and size == 1024)
-    fix = ("--attn sdpa (serves every length up to the model's positions)." if mask else
-           f"rebuild with a range that does not need size {size} excluded.")
+    mask = size == (ctx.n_positions or 1024)  # the `!= n_positions` guard of the causal-mask buffer
     return Diagnosis("guard_failed_at_runtime", f"the program was exported with a run-time assert "
-                     f"`{m.group(1)}({m.group(2)})` excluding size {size}, and that size was sent.", fix)
+                     f"`{m.group(1)}({m.group(2)})` excluding size {size}, and that size was sent.",
+                     "--attn sdpa (serves every length up to the model's positions)." if mask else
+                     f"rebuild with a range that does not need size {size} excluded.")
 
 
 def _trt_profile(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    name = re.search(r"[Ff]or input:? '?(\w+)", ctx.text)
-    idx = re.search(r"at index (\d+)", ctx.text)
+    name, idx = re.search(r"[Ff]or input:? '?(\w+)", ctx.text), re.search(r"at index (\d+)", ctx.text)
     return Diagnosis("trt_profile", "the input shape is outside every TensorRT optimization profile the engine "
                      "was built with.", "send sizes inside the built range, or rebuild the engine for the range "
                      "you need: dynashape compile MODEL --backend tensorrt --seq MIN:MAX --batch MIN:MAX.",
@@ -248,7 +223,7 @@ def _trt_profile(ctx: _Ctx, m: re.Match) -> Diagnosis:
 
 
 def _gather_bounds(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    if m.group(1) is None:  # only "Gather ... out of data bounds": the node and limit are unknown
+    if m.group(1) is None:  # only "Gather ... out of data bounds": node and limit unknown
         return _position(ctx, ctx.n_positions, "ONNX Runtime's position lookup (Gather) went out of bounds")
     node, hi = m.group(1), int(m.group(4))
     if "wte" in node:
@@ -257,49 +232,35 @@ def _gather_bounds(ctx: _Ctx, m: re.Match) -> Diagnosis:
     return _position(ctx, hi + 1, f"ONNX Runtime's position lookup ({node}) got index {m.group(2)}")
 
 
-def _index_out_of_range(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    return _position(ctx, ctx.n_positions, "an index went past an embedding table")
-
-
 def _position(ctx: _Ctx, n: int | None, what: str) -> Diagnosis:
     vocab = (ctx.plan.model or {}).get("vocab_size") if ctx.plan is not None else None
-    lo = (ctx.range_of("seq") or (1, None))[0]
     limit = f"{n} positions" if n else "n_positions (1024 for GPT-2)"
-    cause = (f"{what}: the sequence is longer than the model's {limit}"
-             + (f" (or a token id is >= vocab_size {vocab})." if vocab else "."))
-    return Diagnosis("position_limit", cause, f"--seq {lo}:{n if n else 1024} (past + new tokens included), "
-                     "since GPT-2 has no position embedding beyond that.", "input_ids", 1)
+    return Diagnosis("position_limit", f"{what}: the sequence is longer than the model's {limit}"
+                     + (f" (or a token id is >= vocab_size {vocab})." if vocab else "."),
+                     f"--seq {ctx.lowest()}:{n or 1024} (past + new tokens included), since GPT-2 has no "
+                     "position embedding beyond that.", "input_ids", 1)
 
 
-def _min_zero(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    hi = (ctx.range_of("seq") or (None, "MAX"))[1]
-    return Diagnosis("min_zero", "a length of 0 reached the model: a Dim without min= starts at 0, and GPT-2 "
-                     "cannot run an empty sequence.", f"--seq 1:{hi}", "input_ids", 1)
+_SHARE = "give input_ids, attention_mask and position_ids one shared dim: dynashape's --seq MIN:MAX does exactly that."
 
 
 def _must_be_equal(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    inp, axis = ctx.where(text=m.group(0))
-    other = sources(m.group(0), ctx.input_names)
-    pair = " and ".join(f"{i} dim {a}" for i, a in other[:2])
-    return Diagnosis("shared_dim", f"{pair or 'two inputs'} always hold the same size but were given separate "
-                     f"dims ({m.group(1)} and {m.group(2)}).", "give input_ids, attention_mask and position_ids "
-                     "one shared dim: dynashape's --seq MIN:MAX does exactly that.", inp, axis,
+    found = sources(m.group(0), ctx.input_names)
+    pair = " and ".join(f"{i} dim {a}" for i, a in found[:2]) or "two inputs"
+    return Diagnosis("shared_dim", f"{pair} always hold the same size but were given separate dims "
+                     f"({m.group(1)} and {m.group(2)}).", _SHARE, *ctx.where(text=m.group(0)),
                      suggested_fixes(ctx.text))
 
 
 def _specialized(ctx: _Ctx, m: re.Match) -> Diagnosis:
     hits = re.findall(r"marked (.+?) as dynamic but your code specialized it to be a constant \((\d+)\)", ctx.text)
-    hits = hits or [("", m.group(1))]
-    name, size = min(hits, key=lambda h: int(h[1]))  # a 0/1 size explains the others
-    size = int(size)
+    name, size = min(hits or [("", m.group(1))], key=lambda h: int(h[1]))  # a 0/1 size explains the others
+    size, sugg = int(size), suggested_fixes(ctx.text)
     inp, axis = ctx.where(name, text=name)
-    dim = ctx.dim_name(name, inp, axis)
-    sugg = suggested_fixes(ctx.text)
     if size >= 2:
         return Diagnosis("shared_dim", f"the dim was pinned to {size} because another input holding the same "
-                         f"size (e.g. a static attention_mask or position_ids) is static.",
-                         "give input_ids, attention_mask and position_ids one shared dim: dynashape's --seq "
-                         "MIN:MAX does exactly that.", inp, axis, sugg)
+                         "size (e.g. a static attention_mask or position_ids) is static.", _SHARE, inp, axis, sugg)
+    dim = ctx.dim_name(name, inp, axis)
     told = f" (torch's suggested `{sugg[0]}` would make the graph static)" if sugg else ""
     return Diagnosis("specialized_constant", f"the example has size {size}, and torch specialises sizes 0 and 1 "
                      f"to constants, so the {dim} dim cannot stay dynamic{told}.",
@@ -314,20 +275,16 @@ def _invalid_ranges(ctx: _Ctx, m: re.Match) -> Diagnosis:
 
 
 def _guard(ctx: _Ctx, m: re.Match) -> Diagnosis:
-    lines = re.findall(r"Not all values of (\w+) = (\S+) in the specified range (.+?) satisfy the generated "
+    lines = re.findall(r"Not all values of (\w+) = (\S+) in the specified range .+? satisfy the generated "
                        r"guard (.+?)\.?$", ctx.text, re.M)
+    guards = [g[2].strip() for g in lines] or [m.group(0)]
     name = lines[0][0] if lines else m.group(1)
-    guards = [g[3].strip() for g in lines] or [m.group(0)]
     inp, axis = ctx.where(name, text="\n".join(g[1] for g in lines) or None)
-    dim = ctx.dim_name(name, inp, axis)
-    sugg = suggested_fixes(ctx.text)
-    nums = [int(x) for g in guards for x in re.findall(r"(?:!=|<=) (\d+)", g)]
-    n = ctx.n_positions
+    dim, sugg, lo = ctx.dim_name(name, inp, axis), suggested_fixes(ctx.text), ctx.lowest()
     # only guards that are not plain bounds (`!=`, Eq, Mod) can become run-time asserts
-    retry = ({"prefer_deferred_runtime_asserts_over_guards": True}
-             if not any(re.search(r"<=|>=|<|>", g) for g in guards) else None)
-    lo = (ctx.range_of(dim) or (1, None))[0]
-    buf = next((x for x in nums if x == n or any(f"!= {x}" in g for g in guards)), None)
+    retry = None if any(re.search(r"[<>]", g) for g in guards) else dict(RETRY_WITH_ASSERTS)
+    nums = [int(x) for g in guards for x in re.findall(r"(?:!=|<=) (\d+)", g)]
+    buf = next((x for x in nums if x == ctx.n_positions or any(f"!= {x}" in g for g in guards)), None)
     if buf is not None:
         told = f"; torch's suggested `{sugg[0]}` fails again on `!= {buf}`" if sugg else ""
         later = f" (a retry with run-time asserts exports {lo}:{buf} but refuses {buf} at run time)" if retry else ""
@@ -335,33 +292,37 @@ def _guard(ctx: _Ctx, m: re.Match) -> Diagnosis:
                          f"causal-mask buffer, which adds the guards `<= {buf}` and `!= {buf}`{told}.",
                          f"--attn sdpa (serves every length up to {buf}), or keep eager attention with "
                          f"--seq {lo}:{buf - 1}{later}.", inp, axis, sugg, retry)
-    ours = [t for t in (_translate(s, ctx) for s in sugg) if t]
-    fix = (f"{ours[0]} (torch's suggestion in dynashape flags)" if ours
-           else "narrow the range so the guard holds, or let dynashape retry with run-time asserts.")
-    return Diagnosis("guard_complex", f"torch generated the guard `{guards[0]}`, which does not hold for every "
-                     f"size in the range you gave.", fix, inp, axis, sugg, retry)
+    ours = next((t for t in (_translate(s, ctx) for s in sugg) if t), None)
+    return Diagnosis("guard_complex", f"torch generated the guard `{guards[0]}` on the {dim} dim, which does not "
+                     "hold for every size in the range you gave.", f"{ours} (torch's suggestion in dynashape "
+                     "flags)" if ours else "narrow the range so the guard holds, or let dynashape retry with "
+                     "run-time asserts.", inp, axis, sugg, retry)
 
 
 def _outside_range(ctx: _Ctx, m: re.Match) -> Diagnosis:
     size, lo, hi = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    dim = "seq"
-    if ctx.plan is not None:
-        dim = next((d for d, r in ctx.plan.graph.items() if (r.min, r.max) == (lo, hi)), "seq")
-    inp, axis = ctx.where(dim)
-    if dim == "seq":
-        fix = (f"--example-len {ctx.example_for('seq', lo, hi)} (inside {lo}:{hi}), or leave --example-len "
-               "out and let the planner choose.")
-    else:
-        fix = f"{_DIM_FLAGS.get(dim, '--' + dim)} with a range holding the example, or let the planner choose."
+    graph = ctx.plan.graph.items() if ctx.plan is not None else []
+    dim = next((d for d, r in graph if (r.min, r.max) == (lo, hi)), "seq")
+    fix = (f"--example-len {ctx.example_for('seq', lo, hi)} (inside {lo}:{hi}), or leave --example-len out and "
+           "let the planner choose." if dim == "seq" else
+           f"--{dim} with a range holding the example, or let the planner choose.")
     return Diagnosis("example_outside_range", f"the example size {size} is outside the range {lo}:{hi} given "
-                     "for the same dim.", fix, inp, axis)
+                     "for the same dim.", fix, *ctx.where(dim))
 
 
-Rule = tuple[re.Pattern, Callable[[_Ctx, re.Match], Diagnosis]]
-RULES: list[Rule] = [
-    (re.compile(r"'is_causal' must be bool, not SymBool"), _onnx_symbool),
-    (re.compile(r"aten::diff"), _onnx_aten_diff),
-    (re.compile(r"Found (?:<class '[\w.]*?)?(\w*Cache)'?>? in output, which is not a known type"), _pytree_cache),
+RULES: list[tuple[re.Pattern, Callable[[_Ctx, re.Match], Diagnosis]]] = [
+    (re.compile(r"'is_causal' must be bool, not SymBool"), lambda ctx, m: Diagnosis(
+        "onnx_symbool", "the ONNX exporter traced sdpa attention with a length-1 example, so `is_causal = "
+        "q_len > 1` became a symbolic bool that scaled_dot_product_attention rejects.",
+        _example_fix(ctx, "seq", 1), "input_ids", 1)),
+    (re.compile(r"aten::diff"), _fixed(
+        "onnx_aten_diff", "without an attention_mask input, transformers 5.x builds the mask with torch.diff, "
+        "which the legacy ONNX exporter (dynamo=False) cannot export.", "pass attention_mask as a graph input "
+        "(dynashape's onnx backend always does), or export with torch.onnx.export(..., dynamo=True).")),
+    (re.compile(r"Found (?:<class '[\w.]*?)?(\w*Cache)'?>? in output, which is not a known type"), _fixed(
+        "pytree_cache", "the model returns its {0} (use_cache=True is the default), which torch.export cannot "
+        "flatten into graph outputs.", "export with use_cache=False (dynashape's default; decode uses "
+        "dynashape's own static KV cache).")),
     (re.compile(r"(?:Could not guard on|Could not extract specialized integer from) data-dependent "
                 r"expression (\S+)"), _data_dependent),
     (re.compile(r"guard failure\(s\):\s*\n?\s*- [\d/]+: (.+)"), _recompile),
@@ -370,8 +331,11 @@ RULES: list[Rule] = [
     (re.compile(r"does not satisfy any optimization profile|exceed min ~ max range"), _trt_profile),
     (re.compile(r"Gather(?: node\. Name:'([^']*)'.*?idx=(-?\d+) must be within the inclusive range "
                 r"\[(-?\d+),\s*(-?\d+)\]|.*out of data bounds)"), _gather_bounds),
-    (re.compile(r"index out of range in self"), _index_out_of_range),
-    (re.compile(r"cannot reshape tensor of 0 elements"), _min_zero),
+    (re.compile(r"index out of range in self"), lambda ctx, m: _position(
+        ctx, ctx.n_positions, "an index went past an embedding table")),
+    (re.compile(r"cannot reshape tensor of 0 elements"), lambda ctx, m: Diagnosis(
+        "min_zero", "a length of 0 reached the model: a Dim without min= starts at 0, and GPT-2 cannot run an "
+        "empty sequence.", f"--seq 1:{(ctx.range_of('seq') or (1, 'MAX'))[1]}", "input_ids", 1)),
     (re.compile(r"The values of (\w+) = \S+ and (\w+) = \S+ must always be equal"), _must_be_equal),
     (re.compile(r"specialized it to be a constant \((\d+)\)"), _specialized),
     (re.compile(r"Invalid ranges \[(\d+):(\d+)\]"), _invalid_ranges),
@@ -394,9 +358,9 @@ def as_export_error(exc: BaseException, *, input_names: list[str] | None = None,
     """Our ExportError with a one-line message; unknown errors keep torch's first line."""
     d = diagnose(exc, input_names=input_names, plan=plan)
     if d is not None:
-        where = f"{d.input} dim {d.dim}: " if d.input is not None and d.dim is not None else ""
-        return ExportError(f"export failed ({d.kind}): {where}{d.cause}", d.fix, d)
-    return ExportError(f"export failed: {type(exc).__name__}: {_first_line(exc)}",
+        return ExportError(f"export failed ({d.kind}): {d.where()}{d.cause}", d.fix, d)
+    first = next((ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()), "")
+    return ExportError(f"export failed: {type(exc).__name__}: {first[:200]}",
                        "run `dynashape doctor MODEL --seq MIN:MAX --try` to see the plan and its findings; "
                        "if it persists, report the model and the torch/transformers versions.")
 
@@ -405,12 +369,9 @@ def as_export_error(exc: BaseException, *, input_names: list[str] | None = None,
 def _program_dims(ep) -> list[tuple[str, int, Any]]:
     """(input name, axis, size) for every axis of every user input; size is an int or a SymInt."""
     user = set(ep.graph_signature.user_inputs)
-    out = []
-    for node in ep.graph.nodes:
-        val = node.meta.get("val") if node.op == "placeholder" else None
-        if node.name in user and hasattr(val, "shape"):
-            out.extend((node.name, axis, size) for axis, size in enumerate(val.shape))
-    return out
+    return [(node.name, axis, size) for node in ep.graph.nodes
+            if node.op == "placeholder" and node.name in user and hasattr(node.meta.get("val"), "shape")
+            for axis, size in enumerate(node.meta["val"].shape)]
 
 
 def _model_positions(ep, plan) -> int | None:
@@ -427,55 +388,52 @@ def _finite(x) -> int | None:
         return None
 
 
+def _no_dynamic_dims(dims: list, ctx: _Ctx) -> list[Diagnosis]:
+    plan = ctx.plan
+    if not dims or (plan is not None and all(r.static for r in plan.graph.values())):
+        return []  # a static plan wants exactly this
+    if plan is not None:
+        inp, axis = ctx.where(next((d for d, r in plan.graph.items() if not r.static), "seq"))
+    else:
+        small = [x for x in dims if x[2] <= 1] or dims
+        inp = small[0][0]
+        axis = max(a for i, a, _ in small if i == inp)  # the seq axis before the batch axis
+    size = next((s for i, a, s in dims if (i, a) == (inp, axis)), 1)
+    return [Diagnosis("no_dynamic_dims", f"the exported program has no dynamic dimension: {inp} dim {axis} is "
+                      f"fixed at {size} (Dim.AUTO with an example of size {size} specialises silently).",
+                      _example_fix(ctx, ctx.dim_name(None, inp, axis), size), inp, axis)]
+
+
 def diagnose_program(ep, plan=None) -> list[Diagnosis]:
     """Traps an export does not raise for: no dynamic dim, min 0, unchecked min <= 1, max > positions.
 
     ``ep`` is an ExportedProgram, or an ONNXProgram (its ``exported_program`` is read).
     """
     ep = getattr(ep, "exported_program", None) or ep
-    ctx = _Ctx("", None, plan)
-    dims = _program_dims(ep)
+    ctx, dims = _Ctx("", None, plan), _program_dims(ep)
     symbolic = [(i, a, s) for i, a, s in dims if not isinstance(s, int)]
     if not symbolic:
-        wanted = plan is None or any(not r.static for r in plan.graph.values())
-        if not wanted or not dims:
-            return []
-        if plan is not None:
-            spec_dim = next((d for d, r in plan.graph.items() if not r.static), "seq")
-            inp, axis = ctx.where(spec_dim)
-        else:
-            small = [x for x in dims if x[2] <= 1] or dims
-            inp = small[0][0]
-            axis = max(a for i, a, _ in small if i == inp)  # the seq axis before the batch axis
-        name = ctx.dim_name(None, inp, axis)
-        size = next((s for i, a, s in dims if (i, a) == (inp, axis)), 1)
-        return [Diagnosis("no_dynamic_dims", f"the exported program has no dynamic dimension: {inp} dim {axis} "
-                          f"is fixed at {size} (Dim.AUTO with an example of size {size} specialises silently).",
-                          _example_fix(ctx, name, size), inp, axis)]
-    out, seen = [], set()
-    n_pos = _model_positions(ep, plan)
+        return _no_dynamic_dims(dims, ctx)
+    out, seen, n_pos = [], set(), _model_positions(ep, plan)
     for inp, axis, size in symbolic:
         expr = size.node.expr
-        if expr in seen:
+        vr = ep.range_constraints.get(expr)
+        if expr in seen or not expr.is_symbol or vr is None:  # derived dims (past + 1) follow their root
             continue
         seen.add(expr)
-        vr = ep.range_constraints.get(expr)
-        if vr is None:
-            continue
         lo, hi = int(vr.lower), _finite(vr.upper)
         dim = ctx.dim_name(None, inp, axis)
-        flag = _DIM_FLAGS.get(dim, f"--{dim}")
         top = hi if hi is not None else (n_pos if dim == "seq" and n_pos else "MAX")
         if lo <= 0:
             out.append(Diagnosis("min_zero", f"the range is [{lo}, {hi}]: a Dim without min= accepts 0, and an "
-                                 "empty input crashes inside the model.", f"{flag} 1:{top}", inp, axis))
+                                 "empty input crashes inside the model.", f"--{dim} 1:{top}", inp, axis))
         elif lo == 1:
             out.append(Diagnosis("lower_bound_unchecked", f"the range is reported as [1, {hi}] but the graph was "
                                  "traced with an example >= 2, and ep.module() does not check lower bounds, so "
-                                 "size 1 runs a graph built for >= 2.", f"{flag} 1:{top}: dynashape exports "
+                                 f"size 1 runs a graph built for >= 2.", f"--{dim} 1:{top}: dynashape exports "
                                  f"2:{top} and pads size 1 up to 2.", inp, axis))
         if dim == "seq" and n_pos and (hi is None or hi > n_pos):
-            out.append(Diagnosis("position_limit", f"the range allows {hi if hi else 'any size'} but the model "
-                                 f"has {n_pos} positions: longer inputs fail at run time (index out of range).",
+            out.append(Diagnosis("position_limit", f"the range allows {hi or 'any size'} but the model has "
+                                 f"{n_pos} positions: longer inputs fail at run time (index out of range).",
                                  f"--seq {max(1, lo)}:{n_pos}", inp, axis))
     return out
