@@ -1,2 +1,32 @@
-"""dynashape: compile GPT-2-family models with dynamic shapes that just work."""
+"""dynashape: compile GPT-2-family models with dynamic shapes that just work.
+
+Public names are re-exported lazily, so ``dynashape --help`` does not pay for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "plan": "api", "compile": "api",
+    "Range": "shapes", "ShapePlan": "shapes", "parse_range": "shapes",
+    "PlanSettings": "rules", "make_plan": "rules",
+    "load_model": "models", "export_plan": "export", "diagnose": "diagnose",
+    "CompileSettings": "backends", "Engine": "engine", "build_engine": "engine",
+    "VerifySettings": "verify", "verify_engine": "verify",
+    "GenerateSettings": "generate", "generate": "generate", "SamplingSettings": "sampling",
+    "DynashapeError": "errors", "ShapeError": "errors", "PlanError": "errors", "ModelError": "errors",
+    "ExportError": "errors", "EngineError": "errors", "BackendError": "errors", "GenerateError": "errors",
+    "VerifyError": "errors",
+}
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        module = importlib.import_module(f".{_PUBLIC[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dynashape' has no attribute {name!r}")

@@ -15,8 +15,10 @@ half-written engine and never replaces a good one unless ``force`` is given.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -59,6 +61,7 @@ class Engine:
     settings: CompileSettings
     hf_config: dict
     meta: dict = field(default_factory=dict)
+    tokenizer: Any = None             # the model's tokenizer, when it had one (kept in tokenizer/)
 
     # ---- calling ---------------------------------------------------------------------------
     @property
@@ -152,6 +155,8 @@ class Engine:
             files.update(get_backend(self.backend).save(self.runner, tmp))
             (tmp / "plan.json").write_text(self.plan.dumps())
             (tmp / "hf_config.json").write_text(json.dumps(self.hf_config, indent=2))
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
             meta = dict(self.meta, format=ENGINE_FORMAT, dynashape=__version__, backend=self.backend,
                         device=self.settings.device, dtype=self.settings.dtype,
                         artifacts={k: {"file": f, "sha256": sha256_file(tmp / f)} for k, f in files.items()})
@@ -170,12 +175,15 @@ class Engine:
         settings = CompileSettings(backend=meta["backend"], device=device or meta.get("device", "cpu"),
                                    dtype=meta.get("dtype", "float32"))
         if settings.device.startswith("cuda") and not torch.cuda.is_available():
-            raise EngineError(f"engine {directory} was built for {settings.device}, and this machine has no GPU.",
+            why = f"--device {device} was asked for" if device else f"engine {directory} was built for {settings.device}"
+            raise EngineError(f"{why}, and this machine has no GPU.",
+                              "use --device cpu, or load it on a GPU machine." if device else
                               "load it on a GPU machine, or rebuild with --device cpu.")
         try:
             plan = ShapePlan.from_json(json.loads((directory / "plan.json").read_text()))
             hf_config = json.loads((directory / "hf_config.json").read_text())
-            program = torch.export.load(str(directory / "program.pt2"))
+            with _quiet_logger("torch.export"):  # torch logs a traceback before raising on a bad archive
+                program = torch.export.load(str(directory / "program.pt2"))
         except DynashapeError:
             raise
         except Exception as e:
@@ -184,7 +192,29 @@ class Engine:
         t0 = time.perf_counter()
         runner = get_backend(settings.backend).load(directory, program, plan, settings)
         meta["load_s"] = time.perf_counter() - t0
-        return cls(plan, settings.backend, runner, program, settings, hf_config, meta)
+        return cls(plan, settings.backend, runner, program, settings, hf_config, meta, _load_tokenizer(directory))
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    log = logging.getLogger(name)
+    old, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = old
+
+
+def _load_tokenizer(directory: Path):
+    if not (directory / "tokenizer").is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory / "tokenizer"), local_files_only=True)
+    except Exception as e:  # an unreadable tokenizer is a damaged engine
+        raise EngineError(f"{directory}/tokenizer cannot be read ({type(e).__name__}).",
+                          "rebuild the engine with --force.") from None
 
 
 def rebuild_command(args: dict) -> str:
@@ -236,6 +266,8 @@ def read_engine_meta(directory: Path) -> dict:
                           rebuild) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise EngineError(f"{directory}/engine.json is corrupt.", rebuild) from None
+    if isinstance(meta, dict) and isinstance(meta.get("compile_args"), dict):
+        meta["compile_args"]["out"] = str(directory)  # the rebuild hint names where it is now
     rebuild = "rebuild it: " + (rebuild_command(meta["compile_args"]) if isinstance(meta, dict)
                                 and isinstance(meta.get("compile_args"), dict) else "dynashape compile ... --force")
     if not isinstance(meta, dict) or meta.get("format") != ENGINE_FORMAT:
@@ -269,10 +301,12 @@ def build_engine(loaded, plan: ShapePlan, settings: CompileSettings, out: str | 
     if problems:
         raise EngineError(problems[0].message, problems[0].fix)
     t0 = time.perf_counter()
-    runner = backend.compile(exported.program, plan, settings)
+    extra = {"model": model} if getattr(backend, "NEEDS_MODEL", False) else {}  # onnx: the decode graph
+    runner = backend.compile(exported.program, plan, settings, **extra)
     compile_args = {"model": loaded.name, "seq": plan.serve["seq"].text(), "batch": plan.serve["batch"].text(),
                     "backend": settings.backend, "device": settings.device, "dtype": settings.dtype,
                     "out": str(out) if out else "DIR"}
     meta = {"compile_args": compile_args, "export_s": round(exported.seconds, 3),
             "compile_s": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    return Engine(plan, settings.backend, runner, exported.program, settings, loaded.config.to_dict(), meta)
+    return Engine(plan, settings.backend, runner, exported.program, settings, loaded.config.to_dict(), meta,
+                  loaded.tokenizer)

@@ -49,9 +49,13 @@ def _result(target, runtime, prompts, outputs, seconds, tokenizer) -> dict:
 def generate_with_engine(args, settings: GenerateSettings, prompts_fn) -> dict:
     """No-cache generation through a compiled engine (each step runs the growing sequence)."""
     from .engine import Engine
+    from .models.load import dtype_name, parse_dtype
 
     engine = Engine.load(args.target, device=None if args.device in (None, "auto") else args.device)
-    prompts = prompts_fn(args, None)
+    if args.dtype is not None and dtype_name(parse_dtype(args.dtype)) != engine.settings.dtype:
+        raise GenerateError(f"--dtype {args.dtype} was asked for; engine {args.target} is built for "
+                            f"{engine.settings.dtype}.", f"drop --dtype, or rebuild: {engine.rebuild_hint(dtype=args.dtype)}")
+    prompts = prompts_fn(args, engine.tokenizer)
     plan = engine.plan
     eos = None if args.ignore_eos else plan.model.get("eos_token_id")
     settings = GenerateSettings(settings.max_new_tokens, settings.sampling, eos)
@@ -64,10 +68,11 @@ def generate_with_engine(args, settings: GenerateSettings, prompts_fn) -> dict:
                               f"{engine.rebuild_hint(batch=f'{sb.min}:{max(sb.max, len(prompts))}')}")
     t0 = time.perf_counter()
     out = generate(lambda ids, mask: engine(ids, mask), prompts, settings, limits, engine.device,
-                   on_token=_streamer(args, None))
+                   on_token=_streamer(args, engine.tokenizer))
     if args.stream:
         print()
-    return _result(args.target, f"engine:{engine.backend} (no KV cache)", prompts, out, time.perf_counter() - t0, None)
+    return _result(args.target, f"engine:{engine.backend} (no KV cache)", prompts, out, time.perf_counter() - t0,
+                   engine.tokenizer)
 
 
 def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
