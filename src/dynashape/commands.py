@@ -67,9 +67,11 @@ def cmd_doctor(args) -> int:
             print(f"\nexport    {'OK' if result['ok'] else 'FAILED'} in {result['seconds']:.1f} s: {result['detail']}")
     if not plan.ok:
         r = plan.refused[0]
-        print(f"\nverdict   cannot serve this request: {r.message} Fix: {r.fix}", file=sys.stderr)
+        print(f"error: {PlanError(f'cannot serve this request: {r.message}', r.fix).one_line()}", file=sys.stderr)
         return 1
     if result and not result["ok"]:
+        err = DynashapeError(f"the export failed: {result['detail']}", result["fix"])
+        print(f"error: {err.one_line()}", file=sys.stderr)
         return 1
     if not args.json:
         print(f"\nverdict   serves --seq {plan.serve['seq'].text()} --batch {plan.serve['batch'].text()} "
@@ -86,12 +88,12 @@ def _try_export(args, plan: ShapePlan) -> dict:
     try:
         res = export_plan(lm.model, plan)
     except DynashapeError as e:
-        return {"ok": False, "seconds": time.perf_counter() - t0, "detail": e.one_line()}
+        return {"ok": False, "seconds": time.perf_counter() - t0, "detail": e.message, "fix": e.fix}
     checks = check_program(res.program, plan)
     bad = [c for c in checks if c.status == "REFUSED"]
     ranges = ", ".join(f"{k} {v[0]}..{v[1]}" if isinstance(v, tuple) else f"{k} {v} (static)"
                        for k, v in program_sizes(res.program, plan).items())
-    return {"ok": not bad, "seconds": res.seconds,
+    return {"ok": not bad, "seconds": res.seconds, "fix": bad[0].fix if bad else "",
             "detail": bad[0].message if bad else f"graph ranges {ranges}" + (" (after one retry)" if res.retried else "")}
 
 

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .backends import CompileSettings, get_backend
-from .errors import DynashapeError, EngineError
+from .backends import BACKENDS, CompileSettings, get_backend
+from .errors import BackendError, DynashapeError, EngineError
 from .models.load import dtype_name, model_from_config, parse_dtype
 from .shapes import ShapePlan
 
@@ -275,7 +275,11 @@ def read_engine_meta(directory: Path) -> dict:
                           f"this dynashape reads format {ENGINE_FORMAT}.", rebuild)
     if str(meta.get("dynashape", "")).split(".")[:2] != __version__.split(".")[:2]:
         raise EngineError(f"{directory} was built by dynashape {meta.get('dynashape')}, this is {__version__}.", rebuild)
-    get_backend(meta.get("backend", "?"))
+    try:
+        get_backend(meta.get("backend", "?"))
+    except BackendError as e:  # an unknown name means a corrupt engine.json; a missing dependency keeps its fix
+        raise EngineError(f"engine {directory} needs backend {meta.get('backend')!r}: {e.message}",
+                          e.fix if meta.get("backend") in BACKENDS else rebuild) from None
     for name, art in meta.get("artifacts", {}).items():
         path = directory / art["file"]
         if not path.is_file():

@@ -118,9 +118,12 @@ def _tokenizer_from(path: str, local_only: bool):
 
     try:
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     except Exception:  # no tokenizer files: prompts are token ids then
         return None
+    # transformers 5 returns an empty GPT-2 tokenizer (vocab_size 0) for a directory without tokenizer
+    # files; it would decode every token to "" -- that is no tokenizer.
+    return tok if getattr(tok, "vocab_size", 0) else None
 
 
 def _resolve(name: str) -> tuple[str, str, bool]:
@@ -181,6 +184,7 @@ def load_model(name: str, attn_implementation: str = "sdpa", dtype: torch.dtype 
     from transformers import GPT2LMHeadModel
 
     source, target, local_only = _resolve(name)
+    load_info(name, attn_implementation)  # the config first: a missing or non-GPT-2 model is named clearly
     model = None
     errors = []
     for only in ([True] if local_only else [True, False]):  # hub ids: the local cache first
