@@ -106,13 +106,13 @@ def _require_ok(plan: ShapePlan) -> None:
 # ---- compile / verify ------------------------------------------------------------------------------
 
 def cmd_compile(args) -> int:
-    from .backends import CompileSettings, get_backend
+    from .backends import CompileSettings, get_backend, resolve_device
     from .engine import _check_target, build_engine
     from .models import load_model, parse_dtype
 
     plan, _ = plan_from_args(args)
     _require_ok(plan)
-    settings = CompileSettings(backend=args.backend, device=args.device, dtype=plan.dtype)
+    settings = CompileSettings(backend=args.backend, device=resolve_device(args.device), dtype=plan.dtype)
     get_backend(settings.backend)            # unknown backend: fail before loading anything
     _check_target(Path(args.out), args.force)  # existing output: fail before the expensive work
     for f in plan.findings:

@@ -8,18 +8,9 @@ import time
 
 import torch
 
+from .backends import resolve_device
 from .errors import GenerateError
 from .generate import GenerateSettings, Limits, generate
-
-
-def resolve_device(requested: str | None) -> str:
-    if requested in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise GenerateError(f"--device {requested} was asked for, and this machine has no GPU.", "use --device cpu.")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise GenerateError(f"unknown device {requested!r}.", "use --device cpu or --device cuda.")
-    return requested
 
 
 def _streamer(args, tokenizer):

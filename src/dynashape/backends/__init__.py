@@ -35,6 +35,19 @@ class CompileSettings:
     dtype: str = "float32"
 
 
+def resolve_device(requested: str | None) -> str:
+    """'cuda' when asked for and present (or when nothing is asked and a GPU is there), else 'cpu'."""
+    import torch
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"--device {requested} was asked for, and this machine has no GPU.", "use --device cpu.")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise BackendError(f"unknown device {requested!r}.", "use --device cpu or --device cuda.")
+    return requested
+
+
 def get_backend(name: str) -> ModuleType:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}.", "use --backend " + ", ".join(BACKENDS) + ".")
