@@ -66,3 +66,15 @@ def test_verify_fails_an_engine_that_disagrees(engine):
 def test_requested_sizes_outside_the_range_are_refused(engine):
     with pytest.raises(VerifyError, match="seq range 1..64"):
         verify_engine(engine, VerifySettings(lengths=[65]))
+
+
+def test_compare_forgives_a_flip_between_tied_tokens_but_not_a_wrong_pick():
+    from dynashape.verify import compare
+
+    want = torch.tensor([[[5.0, 4.9995, 0.0]]])
+    tied_flip = torch.tensor([[[4.9995, 5.0, 0.0]]])
+    r = compare(tied_flip, want, rtol=1e-2, min_top1=0.99, seconds=0.0, sizes=(1, 1, 1, 1))
+    assert r.top1 == 0.0 and r.top1_within_tol == 1.0 and r.ok
+    wrong = torch.tensor([[[5.0, 4.9995, 5.01]]])      # picks the token the reference scores 0.0
+    r = compare(wrong, want, rtol=1e-2, min_top1=0.99, seconds=0.0, sizes=(1, 1, 1, 1))
+    assert not r.ok and r.top1_within_tol == 0.0

@@ -138,8 +138,8 @@ def cmd_verify(args) -> int:
     def show(r):
         if not args.json:
             pad = f" (ran as {r.graph_batch}x{r.graph_seq})" if (r.graph_batch, r.graph_seq) != (r.batch, r.seq) else ""
-            print(f"  batch {r.batch:>3} seq {r.seq:>5}{pad:<22} max|err| {r.max_abs_err:.2e}  top1 {r.top1:6.1%}  "
-                  f"{'ok' if r.ok else 'FAIL'}")
+            print(f"  batch {r.batch:>3} seq {r.seq:>5}{pad:<22} max|err| {r.max_abs_err:.2e} (tol {r.tol:.0e})  "
+                  f"top1 {r.top1:6.1%}  {'ok' if r.ok else 'FAIL'}")
 
     if not args.json:
         print(f"verify    {args.engine} ({engine.backend}, {engine.settings.dtype}) against the eager HF model")
@@ -148,7 +148,8 @@ def cmd_verify(args) -> int:
         print_json(report.to_json())
     else:
         print(f"result    {len(report.results) - len(report.failures)}/{len(report.results)} sizes within "
-              f"max|err| <= {report.atol:g} and top-1 >= {report.min_top1:.1%}")
+              f"max|err| <= {report.rtol:g} x max(1, max|logit|) and top-1 >= {report.min_top1:.1%} "
+              "(ties within that tolerance count as agreeing)")
     if not report.ok:
         f = report.failures[0]
         print(f"error: engine disagrees with the eager model at batch {f.batch}, seq {f.seq} "

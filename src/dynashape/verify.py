@@ -4,7 +4,9 @@ Default sizes per dimension: every boundary (min, min+1, opt, max-1, max), every
 powers of two and their neighbours inside the range, and a few seeded random sizes. Lengths are swept
 at the smallest batch, batches at a short length, and the four (batch, seq) corners are checked too.
 Each size reports the max abs error of the logits and the top-1 agreement, against a tolerance that
-depends on the engine's dtype.
+depends on the engine's dtype and scales with the logits' magnitude (``rel * max(1, max|ref|)``). A
+top-1 mismatch counts only when the engine's token is worse than the reference's best by more than
+that tolerance: two tokens tied within rounding may flip in fp16 without anything being wrong.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import torch
 from .errors import VerifyError
 from .shapes import Range
 
-# dtype -> (max abs error of logits, minimum top-1 agreement)
-TOLERANCE = {"float32": (1e-3, 0.999), "float16": (0.25, 0.98), "bfloat16": (0.5, 0.97)}
+# dtype -> (error relative to max(1, max|reference logit|), minimum top-1 agreement)
+TOLERANCE = {"float32": (1e-4, 0.999), "float16": (1e-2, 0.99), "bfloat16": (3e-2, 0.98)}
 
 
 @dataclass
@@ -36,7 +38,9 @@ class SizeResult:
     graph_batch: int       # the size the graph ran (padded where the plan pads)
     graph_seq: int
     max_abs_err: float
-    top1: float
+    tol: float             # the max abs error allowed here
+    top1: float            # strict top-1 agreement
+    top1_within_tol: float  # agreement counting ties within tol as agreeing (the pass criterion)
     ok: bool
     seconds: float
 
@@ -46,7 +50,7 @@ class VerifyReport:
     engine: str
     backend: str
     dtype: str
-    atol: float
+    rtol: float
     min_top1: float
     results: list[SizeResult] = field(default_factory=list)
 
@@ -59,7 +63,7 @@ class VerifyReport:
         return [r for r in self.results if not r.ok]
 
     def to_json(self) -> dict:
-        return {"engine": self.engine, "backend": self.backend, "dtype": self.dtype, "atol": self.atol,
+        return {"engine": self.engine, "backend": self.backend, "dtype": self.dtype, "rtol": self.rtol,
                 "min_top1": self.min_top1, "ok": self.ok, "results": [asdict(r) for r in self.results]}
 
 
@@ -107,11 +111,22 @@ def sweep_points(engine, settings: VerifySettings) -> list[tuple[int, int]]:
     return out
 
 
+def compare(got: torch.Tensor, want: torch.Tensor, rtol: float, min_top1: float, seconds: float,
+            sizes: tuple[int, int, int, int]) -> SizeResult:
+    """Logits (B, T, V) of the engine against the reference."""
+    err = (got - want).abs().max().item()
+    tol = rtol * max(1.0, want.abs().max().item())
+    pick = got.argmax(-1, keepdim=True)                                         # (B, T, 1)
+    top1 = (pick.squeeze(-1) == want.argmax(-1)).float().mean().item()
+    near = (want.gather(-1, pick).squeeze(-1) >= want.max(-1).values - tol).float().mean().item()
+    return SizeResult(*sizes, err, tol, top1, near, bool(err <= tol and near >= min_top1), seconds)
+
+
 def verify_engine(engine, settings: VerifySettings | None = None, on_result=None, name: str = "") -> VerifyReport:
     """Compare engine logits with the fp32 eager reference at every sweep point."""
     settings = settings or VerifySettings()
-    atol, min_top1 = TOLERANCE.get(engine.settings.dtype, TOLERANCE["float32"])
-    report = VerifyReport(name or "engine", engine.backend, engine.settings.dtype, atol, min_top1)
+    rtol, min_top1 = TOLERANCE.get(engine.settings.dtype, TOLERANCE["float32"])
+    report = VerifyReport(name or "engine", engine.backend, engine.settings.dtype, rtol, min_top1)
     ref = engine.reference_model(torch.float32).to(engine.device)
     gen = torch.Generator().manual_seed(settings.seed)
     vocab = engine.plan.model["vocab_size"]
@@ -121,10 +136,8 @@ def verify_engine(engine, settings: VerifySettings | None = None, on_result=None
         got = engine(ids).float()
         with torch.no_grad():
             want = ref(input_ids=ids.to(engine.device), use_cache=False).logits.float()
-        err = (got - want).abs().max().item()
-        top1 = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
-        res = SizeResult(b, t, engine.plan.graph_size("batch", b), engine.plan.graph_size("seq", t),
-                         err, top1, bool(err <= atol and top1 >= min_top1), time.perf_counter() - t0)
+        res = compare(got, want, rtol, min_top1, time.perf_counter() - t0,
+                      (b, t, engine.plan.graph_size("batch", b), engine.plan.graph_size("seq", t)))
         report.results.append(res)
         if on_result is not None:
             on_result(res)
