@@ -5,6 +5,10 @@ plan's example sizes (>= 2, distinct per dimension), so Dynamo traces one graph 
 whole range: no recompilation anywhere inside it (tests count recompiles). Sizes the plan pads are
 padded by the engine before they get here. Loading compiles again (Inductor's on-disk cache makes
 that faster); the AOTInductor backend (``aoti``) is the one that loads without compiling.
+
+torch's compile caches can hand back a graph cached for a narrower range, whose guards (e.g.
+``batch <= 3``) then clash with the marked range (ConstraintViolationError, seen with torch 2.13 and
+transformers 4.46.3); the compile is then retried once with those caches off.
 """
 from __future__ import annotations
 
@@ -32,8 +36,21 @@ def _compile_and_warm(program, plan, device):
     return compiled
 
 
+def _compile_fresh(program, plan, device):
+    """_compile_and_warm, retried once without the compile caches when a cached graph's guards clash."""
+    from torch.fx.experimental.symbolic_shapes import ConstraintViolationError
+
+    try:
+        return _compile_and_warm(program, plan, device)
+    except ConstraintViolationError:
+        torch._dynamo.reset()
+        with torch._inductor.config.patch(fx_graph_cache=False), \
+                torch._functorch.config.patch(enable_autograd_cache=False):
+            return _compile_and_warm(program, plan, device)
+
+
 def compile(program, plan, settings):
-    return _compile_and_warm(program, plan, settings.device)
+    return _compile_fresh(program, plan, settings.device)
 
 
 def save(runner, directory) -> dict[str, str]:
@@ -41,4 +58,4 @@ def save(runner, directory) -> dict[str, str]:
 
 
 def load(directory, program, plan, settings):
-    return _compile_and_warm(program, plan, settings.device)
+    return _compile_fresh(program, plan, settings.device)
