@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .errors import DynashapeError, GenerateError
-from .fastgen import FastGenerator, resolve_device, resolve_dtype
+from .fastgen import FastGenerator, resolve_device, resolve_dtype, weight_bytes
 from .models.load import dtype_name, load_model
 
 SYSTEMS = ("dynashape", "hf_eager", "hf_static_compile")
@@ -173,16 +173,25 @@ class HFRunner:
 
 class OursRunner:
     def __init__(self, lm, device, dtype, settings: BenchSettings):
+        self.hf = lm.model
         self.fg = FastGenerator(lm, device=device, dtype=dtype, max_batch=max(settings.batches),
                                 max_len=max(settings.prompt_lens) + settings.new_tokens,
                                 steps_per_graph=settings.steps_per_graph)
+        self.last: list[list[int]] = []
 
     def __call__(self, ids: torch.Tensor, new_tokens: int) -> Measure:
-        out = self.fg.generate(ids.tolist(), new_tokens, ignore_eos=True)
+        self.last = self.fg.generate(ids.tolist(), new_tokens, ignore_eos=True)
         t = self.fg.last_timing
         notes = [f"{self.fg.steps_per_graph} decode steps per CUDA graph replay; per-token time = replay time / steps"] \
             if self.fg.cuda_graphs else ["eager (no CUDA graphs on this device)"]
-        return Measure(t.ttft_ms, t.step_ms, t.total_ms, made=len(out[0]), notes=notes)
+        return Measure(t.ttft_ms, t.step_ms, t.total_ms, made=len(self.last[0]), notes=notes)
+
+    @torch.no_grad()
+    def top1_agreement(self, ids: torch.Tensor) -> float:
+        """Share of our greedy tokens that the HF model (same dtype) ranks first given the same prefix."""
+        ours = torch.tensor(self.last, device=ids.device)
+        logits = self.hf(torch.cat([ids, ours], 1)).logits[:, ids.shape[1] - 1:-1]     # (B, N, V)
+        return (logits.argmax(-1) == ours).float().mean().item()
 
 
 def make_runner(system: str, lm, device, dtype, settings):
@@ -228,7 +237,7 @@ def _prompts(settings, vocab: int, B: int, L: int) -> torch.Tensor:
     return torch.randint(0, vocab, (B, L), generator=g)
 
 
-def run_system(system, lm, device, dtype, settings, facts, weight_bytes) -> list[dict]:
+def run_system(system, lm, device, dtype, settings, facts, wbytes, on_record=None) -> list[dict]:
     torch._dynamo.reset()                                   # each system compiles from scratch
     records, t_start = [], time.perf_counter()
     base = dict(system=system)
@@ -247,30 +256,38 @@ def run_system(system, lm, device, dtype, settings, facts, weight_bytes) -> list
                 continue
             ids = _prompts(settings, lm.config.vocab_size, B, L).to(device)
             try:
-                rec.update(measure_config(run, ids, settings, device, weight_bytes, cfg, elem))
+                rec.update(measure_config(run, ids, settings, device, wbytes, cfg, elem))
                 rec["copy_share"] = round(rec["gbps"] / facts["copy_gbps"], 4)
+                if isinstance(run, OursRunner):
+                    rec["top1_agreement_vs_hf"] = round(run.top1_agreement(ids), 5)
             except (DynashapeError, RuntimeError) as e:       # OOM or a failed compile: say so, go on
                 rec["error"] = " ".join(str(e).split())[:300]
             records.append(rec)
+            if on_record:
+                on_record(records)
             print(f"  {system:18s} batch {B:3d} prompt {L:4d}: " + (
                 f"ttft {rec['ttft_ms']:.3f} ms, tpot {rec['tpot_ms_median']:.4f} ms, compile {rec['compile_s']:.1f} s"
                 if "tpot_ms_median" in rec else rec.get("error", "")), flush=True)
     return records
 
 
-def run_bench(settings: BenchSettings) -> dict:
+def run_bench(settings: BenchSettings, on_progress=None) -> dict:
+    """Every system on every size; ``on_progress(result)`` sees the result after each record."""
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     lm = load_model(settings.model, dtype=dtype)
     lm.model.to(device)
     facts = machine_facts(device, dtype)
-    weight_bytes = FastGenerator.weight_bytes_of(lm.model)
-    runs = []
+    wbytes = weight_bytes(lm.model)
+    result = dict(facts, command=settings.command or " ".join(sys.argv), model=lm.info(),
+                  weight_bytes=wbytes, settings=asdict(settings), runs=[],
+                  created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    done: list[dict] = []
     for system in settings.systems:
-        runs += run_system(system, lm, device, dtype, settings, facts, weight_bytes)
-    return dict(facts, command=settings.command or " ".join(sys.argv), model=lm.info(),
-                weight_bytes=weight_bytes, settings=asdict(settings), runs=runs,
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        report = (lambda recs: on_progress(dict(result, runs=done + recs))) if on_progress else None
+        done += run_system(system, lm, device, dtype, settings, facts, wbytes, report)
+    result["runs"] = done
+    return result
 
 
 # ---- output ------------------------------------------------------------------------------------
@@ -312,6 +329,9 @@ def plot(result: dict, path: str) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=system)
         ax.set(xscale="log", yscale="log", xlabel="batch", title=f"prompt {L}, {result['settings']['new_tokens']} new")
+        batches = sorted({r["batch"] for r in result["runs"]})
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("ms per token (median)")
     axes[0][0].legend()
@@ -337,6 +357,37 @@ def format_table(result: dict) -> str:
                       *lines])
 
 
+def profile_decode(settings: BenchSettings, batch: int, prompt_len: int) -> str:
+    """Where one warmed-up request's time goes: kernels per token, kernel time vs wall, top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    lm = load_model(settings.model, dtype=dtype)
+    fg = FastGenerator(lm, device=device, dtype=dtype, max_batch=batch, max_len=prompt_len + settings.new_tokens,
+                       steps_per_graph=settings.steps_per_graph)
+    ids = _prompts(settings, lm.config.vocab_size, batch, prompt_len).tolist()
+    t0 = time.perf_counter()
+    fg.generate(ids, settings.new_tokens, ignore_eos=True)
+    first = time.perf_counter() - t0
+    fg.generate(ids, settings.new_tokens, ignore_eos=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fg.generate(ids, settings.new_tokens, ignore_eos=True)
+    t = fg.last_timing
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    busy_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
+    n = settings.new_tokens
+    lines = [f"profile batch {batch} prompt {prompt_len} new {n}: first call {first:.1f} s, "
+             f"ttft {t.ttft_ms:.3f} ms, tpot median {statistics.median(t.step_ms):.4f} ms, total {t.total_ms:.2f} ms",
+             f"  device ops {len(kernels)} = {len(kernels) / n:.1f} per token; kernel time {busy_ms:.2f} ms "
+             f"= {busy_ms / max(t.total_ms, 1e-9):.0%} of the request's wall time"]
+    try:
+        lines.append(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=70))
+    except Exception as e:  # the profiler's table keys moved between torch versions
+        lines.append(f"  (no kernel table: {e})")
+    return "\n".join(lines)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in str(text).split(",") if x.strip())
 
@@ -355,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=d.budget_s)
     p.add_argument("--steps-per-graph", type=int, default=d.steps_per_graph)
     p.add_argument("--out", default=d.out)
+    p.add_argument("--profile", type=_ints, default=None, metavar="BATCH,PROMPT",
+                   help="profile one dynashape request of this size instead of benchmarking")
     a = p.parse_args(argv)
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     try:
@@ -362,7 +415,11 @@ def main(argv: list[str] | None = None) -> int:
                           new_tokens=a.new_tokens, systems=a.systems, repeats=a.repeats, budget_s=a.budget_s,
                           steps_per_graph=a.steps_per_graph, out=a.out,
                           command=f"python -m dynashape.bench {argv_text}".strip())
-        result = run_bench(s)
+        if a.profile:
+            print(profile_decode(s, *a.profile))
+            return 0
+        # partial JSON after every record: a run stopped by a time limit still leaves its numbers
+        result = run_bench(s, on_progress=lambda r: write_results(r, s.out + ".json"))
     except DynashapeError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         return e.exit_code

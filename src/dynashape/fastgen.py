@@ -66,6 +66,37 @@ def _advance(nxt, tok, pos, done, out_row, eos: int) -> None:
     pos.add_(1)
 
 
+def greedy_steps(model: GPT2):
+    """Greedy prefill and decode steps with the argmax (and the bookkeeping) inside: one compiled
+    graph each, so no eager reduction over the vocabulary is left between captured kernels."""
+    def prefill_greedy(idx, last):
+        return model.prefill(idx, last).argmax(-1)
+
+    def decode_greedy(tok, pos, done, out_row, attn_len: int, eos: int) -> None:
+        _advance(model.decode(tok, pos, attn_len).argmax(-1), tok, pos, done, out_row, eos)
+    return prefill_greedy, decode_greedy
+
+
+def _compile_decode(fn, tune: bool):
+    """Two compiled variants of a decode step, chosen by batch (its first argument's length).
+
+    Batch 1 (which torch specialises anyway) with coordinate-descent tuning: inductor then turns
+    every one-row matmul into a fused matrix-vector reduction (the layer norm before it and the
+    bias after it fused in). Larger batches without it: the matmuls stay cuBLAS calls, and the
+    pattern matcher is off so the attention products are not rewritten into a fused kernel that
+    parallelises over (batch, head) only.
+    """
+    one = torch.compile(fn, dynamic=True, options={"coordinate_descent_tuning": True} if tune else {})
+    many = torch.compile(fn, dynamic=True, options={"pattern_matcher": False})
+    return lambda tok, *args: (one if tok.shape[0] == 1 else many)(tok, *args)
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of all distinct weights (tied ones once): what a decode step must read at least once."""
+    seen = {p.data_ptr(): p.numel() * p.element_size() for p in module.parameters()}
+    return sum(seen.values())
+
+
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
@@ -100,7 +131,7 @@ class FastGenerator:
 
     def __init__(self, model, device=None, dtype=None, max_batch: int = 8, max_len: int | None = None, *,
                  compile: bool | None = None, cuda_graphs: bool | None = None, steps_per_graph: int = 8,
-                 attn_bucket: int = 128, prefill_bucket: int | None = None):
+                 attn_bucket: int = 128, prefill_bucket: int | None = None, tune: bool = True):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         on_gpu = self.device.type == "cuda"
@@ -117,7 +148,9 @@ class FastGenerator:
         try:
             self.model = hf.to(self.device, self.dtype) if isinstance(hf, GPT2) else \
                 GPT2.from_hf(hf, dtype=self.dtype, device=self.device)
-            self.model.setup_cache(self.max_batch, self.max_len)
+            # one spare slot: a window S equal to the whole buffer makes the slice a no-op, which
+            # torch specialises on (a recompile); with the spare slot S < buffer length always
+            self.model.setup_cache(self.max_batch, self.max_len + 1)
         except OOM:
             raise self._oom(self.max_batch) from None
         self.config = self.model.config
@@ -127,10 +160,15 @@ class FastGenerator:
         self._graphs: dict[tuple, tuple] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._prefill_fn, self._decode_fn, self._advance_fn = self.model.prefill, self.model.decode, _advance
+        self._prefill_greedy, self._decode_greedy = greedy_steps(self.model)
         if self.compiled:
+            # dynamic=True: batch and lengths symbolic from the first call, so one graph serves every
+            # size >= 2 (torch specialises size 1: batch 1 compiles once more, prompts are padded to 2)
             self._prefill_fn = torch.compile(self.model.prefill, dynamic=True)
-            self._decode_fn = torch.compile(self.model.decode, options={"coordinate_descent_tuning": True})
-            self._advance_fn = torch.compile(_advance)
+            self._advance_fn = torch.compile(_advance, dynamic=True)
+            self._prefill_greedy = torch.compile(self._prefill_greedy, dynamic=True)
+            self._decode_fn = _compile_decode(self.model.decode, tune)
+            self._decode_greedy = _compile_decode(self._decode_greedy, tune)
 
     # ---- checks ------------------------------------------------------------------------------
     def _check_plan(self, n_positions: int) -> None:
@@ -153,7 +191,7 @@ class FastGenerator:
             raise GenerateError(f"batch of {len(prompts)} prompts is larger than the planned max batch {self.max_batch}.",
                                 f"create the generator with max_batch={len(prompts)} (--max-batch {len(prompts)}), "
                                 "or split the prompts.")
-        if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise GenerateError(f"max_new_tokens {max_new_tokens} is not a whole number >= 0.", "use --max-new-tokens 32.")
         V, P = self.config.vocab_size, self.config.n_positions
         lengths = [len(p) for p in prompts]
@@ -208,9 +246,7 @@ class FastGenerator:
             raise self._oom(len(prompts)) from None
 
     def weight_bytes(self) -> int:
-        """Bytes of all distinct weights (what one decode step must read at least once)."""
-        seen = {p.data_ptr(): p.numel() * p.element_size() for p in self.model.parameters()}
-        return sum(seen.values())
+        return weight_bytes(self.model)
 
     # ---- the request -------------------------------------------------------------------------
     def _generate(self, ids, lengths, max_new, sampling, eos, on_token, clock) -> list[list[int]]:
@@ -258,7 +294,10 @@ class FastGenerator:
                     torch.zeros(B, dtype=torch.long, device=self.device))
 
             def body(gen):                                     # rerunning it rewrites the same slots
-                bufs[2].copy_(sample_next(self._prefill_fn(bufs[0], bufs[1]), sampling, gen))
+                if sampling.greedy:
+                    bufs[2].copy_(self._prefill_greedy(bufs[0], bufs[1]))
+                else:
+                    bufs[2].copy_(sample_next(self._prefill_fn(bufs[0], bufs[1]), sampling, gen))
             self._graphs[key] = (self._capture(body, sampling.greedy, warm=body), bufs)
         run, bufs = self._graphs[key]
         bufs[0].copy_(padded)
@@ -271,6 +310,9 @@ class FastGenerator:
         if key not in self._graphs:
             def body(gen, slots=sl):
                 for i in range(n):
+                    if sampling.greedy:
+                        self._decode_greedy(slots.tok, slots.pos, slots.done, slots.chunk[i], S, eos)
+                        continue
                     logits = self._decode_fn(slots.tok, slots.pos, S)      # (B, V)
                     nxt = sample_next(logits, sampling, gen)
                     self._advance_fn(nxt, slots.tok, slots.pos, slots.done, slots.chunk[i], eos)

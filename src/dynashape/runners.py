@@ -18,9 +18,12 @@ def _streamer(args, tokenizer):
     if not args.stream:
         return None
 
+    first = [True]
+
     def on_token(step, tokens):
         tok = int(tokens[0])
-        piece = tokenizer.decode([tok]) if tokenizer is not None else (("" if step == 0 else ",") + str(tok))
+        piece = tokenizer.decode([tok]) if tokenizer is not None else (("" if first[0] else ",") + str(tok))
+        first[0] = False
         sys.stdout.write(piece)
         sys.stdout.flush()
 
@@ -92,8 +95,9 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
         longest = max(len(p) for p in prompts)
         gen = FastGenerator(lm, device=device, dtype=dtype, max_batch=len(prompts),
                             max_len=longest + settings.max_new_tokens)
+        row0 = None if on_token is None else (lambda row, tok: row == 0 and on_token(None, [tok]))
         out = gen.generate(prompts, settings.max_new_tokens, settings.sampling, eos_token_id=eos,
-                           ignore_eos=args.ignore_eos, on_token=on_token)
+                           ignore_eos=args.ignore_eos, on_token=row0)
         runtime = f"lean KV-cache runtime on {device}"
     else:
         model = lm.model.to(device)
@@ -107,3 +111,39 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
     if args.stream:
         print()
     return _result(args.target, runtime, prompts, out, time.perf_counter() - t0, lm.tokenizer)
+
+
+def run_bench_command(args) -> int:
+    """``dynashape bench``: the generation benchmark, or forward latency per backend (--backends)."""
+    from .cli import _int_list
+
+    argv = " ".join(sys.argv[1:]) or "bench"
+    if args.backends:
+        from . import bench_backends as bb
+
+        batches = _int_list(args.batches, "--batches") or [1]
+        s = bb.BackendBenchSettings(model=args.model, backends=tuple(args.backends.split(",")),
+                                    device=resolve_device(args.device), dtype=args.dtype or "auto",
+                                    batch=batches[0], lengths=tuple(_int_list(args.lengths, "--lengths") or ()),
+                                    out=args.out, command=f"dynashape {argv}")
+        result = bb.run_backend_bench(s)
+        bb.write_results(result, s.out + ".json", s.out + ".png")
+        print(bb.format_table(result))
+        return 0
+    from . import bench
+
+    kw = {}
+    for key, flag in (("batches", "--batches"), ("prompt_lens", "--prompt-lens")):
+        values = _int_list(getattr(args, key), flag)
+        if values:
+            kw[key] = tuple(values)
+    if args.new_tokens:
+        kw["new_tokens"] = args.new_tokens
+    if args.systems:
+        kw["systems"] = tuple(args.systems.split(","))
+    s = bench.BenchSettings(model=args.model, dtype=args.dtype or "float16", device=args.device or "auto",
+                            out=args.out, command=f"dynashape {argv}", **kw)
+    result = bench.run_bench(s, on_progress=lambda r: bench.write_results(r, s.out + ".json"))
+    bench.write_results(result, s.out + ".json", s.out + ".png")
+    print(bench.format_table(result))
+    return 0
