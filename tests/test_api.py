@@ -27,3 +27,15 @@ def test_compile_refuses_what_the_plan_refuses():
 def test_public_names_resolve():
     for name in dynashape.__all__:
         assert getattr(dynashape, name) is not None
+
+
+def test_submodules_are_not_shadowed_by_public_names():
+    import types
+
+    import dynashape.diagnose  # noqa: F401  (a public name must never replace a submodule)
+    from dynashape import diagnose
+
+    assert isinstance(diagnose, types.ModuleType)
+    submodules = {"api", "cli", "commands", "demo", "diagnose", "engine", "errors", "export", "fastgen", "generate",
+                  "rules", "runners", "sampling", "shapes", "verify", "bench", "bench_backends", "models", "backends"}
+    assert not set(dynashape.__all__) & submodules

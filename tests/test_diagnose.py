@@ -448,3 +448,19 @@ def test_unknown_error_and_export_error():
     assert "something else" in err.message and "second line" not in err.message and err.fix
     err = as_export_error(RuntimeError(_SPEC.format(n=1)), input_names=NAMES)
     assert err.diagnosis.kind == "specialized_constant" and "\n" not in str(err) and "--example-len" in err.fix
+
+
+def test_complex_guard_is_retried_with_runtime_asserts_but_a_plain_bound_is_not():
+    """CUDA fp32 sdpa adds an alignment guard (seen on an H200, torch 2.11): safe as a run-time assert."""
+    from dynashape.diagnose import RETRY_WITH_ASSERTS, diagnose
+
+    complex_text = ("Constraints violated (seq)! \n  - Not all values of seq = L['input_ids'].size()[1] in the "
+                    "specified range 2 <= seq <= 64 satisfy the generated guard "
+                    "L['input_ids'].size()[1]*(8 + L['input_ids'].size()[1] - Mod(L['input_ids'].size()[1], 8)) > 1.")
+    d = diagnose(RuntimeError(complex_text), input_names=["input_ids"])
+    assert d is not None and d.retry == RETRY_WITH_ASSERTS
+    bound_text = ("Constraints violated (seq)! \n  - Not all values of seq = L['input_ids'].size()[1] in the "
+                  "specified range seq <= 2048 satisfy the generated guard 2 <= L['input_ids'].size()[1] and "
+                  "L['input_ids'].size()[1] <= 1024.")
+    d = diagnose(RuntimeError(bound_text), input_names=["input_ids"])
+    assert d is not None and d.retry is None

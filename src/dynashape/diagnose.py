@@ -274,6 +274,15 @@ def _invalid_ranges(ctx: _Ctx, m: re.Match) -> Diagnosis:
                      torch_suggestions=suggested_fixes(ctx.text))
 
 
+_SIZE_REF = re.compile(r"L(?:\[[^\[\]]+\])+\.size\(\)\[\d+\]|\b\w+\.size\(\)\[\d+\]|\bs\d+\b")
+_BOUND = re.compile(r"\s*(?:\d+\s*[<>]=?\s*S|S\s*[<>]=?\s*\d+)\s*")
+
+
+def _plain_bound(guard: str) -> bool:
+    """``2 <= L['x'].size()[1]`` or ``s53 <= 1023``: one size against one number."""
+    return bool(_BOUND.fullmatch(_SIZE_REF.sub("S", guard)))
+
+
 def _guard(ctx: _Ctx, m: re.Match) -> Diagnosis:
     lines = re.findall(r"Not all values of (\w+) = (\S+) in the specified range .+? satisfy the generated "
                        r"guard (.+?)\.?$", ctx.text, re.M)
@@ -281,8 +290,9 @@ def _guard(ctx: _Ctx, m: re.Match) -> Diagnosis:
     name = lines[0][0] if lines else m.group(1)
     inp, axis = ctx.where(name, text="\n".join(g[1] for g in lines) or None)
     dim, sugg, lo = ctx.dim_name(name, inp, axis), suggested_fixes(ctx.text), ctx.lowest()
-    # only guards that are not plain bounds (`!=`, Eq, Mod) can become run-time asserts
-    retry = None if any(re.search(r"[<>]", g) for g in guards) else dict(RETRY_WITH_ASSERTS)
+    # a plain bound (`s <= 1023`) really narrows the range: no retry; anything else (`!=`, Eq, Mod, arithmetic
+    # such as CUDA's alignment guard `s*(8 + s - s % 8) > 1`) can become a run-time assert
+    retry = None if any(_plain_bound(part) for g in guards for part in g.split(" and ")) else dict(RETRY_WITH_ASSERTS)
     nums = [int(x) for g in guards for x in re.findall(r"(?:!=|<=) (\d+)", g)]
     buf = next((x for x in nums if x == ctx.n_positions or any(f"!= {x}" in g for g in guards)), None)
     if buf is not None:
