@@ -124,6 +124,13 @@ def cmd_compile(args) -> int:
     print(f"engine    {args.out}  backend {settings.backend}, device {settings.device}, dtype {plan.dtype}; "
           f"export {engine.meta['export_s']:.1f} s, compile {engine.meta['compile_s']:.1f} s")
     print(f"serves    --seq {plan.serve['seq'].text()} --batch {plan.serve['batch'].text()}")
+    if settings.backend in ("aoti", "onnx"):  # deployable: loading must not compile again
+        from .engine import Engine
+
+        t0 = time.perf_counter()
+        loaded = Engine.load(args.out)
+        print(f"reload    {time.perf_counter() - t0:.2f} s for the whole engine directory, {loaded.meta['load_s']:.3f} s "
+              f"of it the {settings.backend} artifact, without compiling (compile took {engine.meta['compile_s']:.1f} s)")
     return 0
 
 
