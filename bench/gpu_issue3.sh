@@ -2,6 +2,7 @@
 # Issue 3 on one GPU (the H200): GPU tests, a decode profile, and the side-by-side generation bench.
 #   bash bench/gpu_issue3.sh [MODE...]    MODE: all (default: bench, tests, profile) | bench | tests |
 #                                         quicktests (CUDA graph = eager only) | profile | ours (our rows only)
+#                                         | ab (decode attention kernel vs matmul in one process, + GPU tests)
 # Results go to $OUT (the device tool's folder) or bench/results/. Copy the JSON and PNG into
 # bench/results/ in the repository; the JSON carries the exact command and the machine facts.
 set -uo pipefail
@@ -41,4 +42,14 @@ if [[ $modes == *" ours "* ]]; then
   TORCH_LOGS=recompiles timeout 300 python3 -m dynashape.bench --model random:gpt2 --dtype float16 --device cuda \
     --systems dynashape --out "$OUT/h200_generate_gpt2_fp16_ours" 2>&1 | tee "$OUT/ours.log" \
     | grep -v "^V.*\(User stack\|  File\|    -     \)" | cut -c1-260 | tail -40
+fi
+if [[ $modes == *" ab "* ]]; then
+  echo "== A/B decode attention (GPU tests run beside the compile phase; timing waits for them)"
+  rm -f "$OUT/tests.done"
+  ( timeout ${TESTS_TIMEOUT:-240} python3 -m pytest tests/test_fastgen.py tests/test_gpt2_runtime.py -m gpu -q -s \
+      -p no:cacheprovider > "$OUT/gpu_tests.log" 2>&1; touch "$OUT/tests.done" ) &
+  timeout ${AB_TIMEOUT:-390} python3 bench/ab_decode.py --out "$OUT/h200_decode_ab_gpt2_fp16.json" \
+    --wait-for "$OUT/tests.done" 2>&1 | tee "$OUT/ab.log" | grep -v "softmax\|reduction\|important use\|warnings.warn\|^$"
+  wait
+  echo "== GPU tests"; grep -E "passed|failed|error|agreement|Error|assert" "$OUT/gpu_tests.log" | tail -20
 fi

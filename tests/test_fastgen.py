@@ -75,6 +75,14 @@ def test_every_steps_per_graph_gives_the_same_tokens(tiny):
     assert outs[0] == outs[1] == outs[2]
 
 
+def test_kernel_attention_gives_the_matmul_tokens(tiny, fg):
+    assert fg.attention == "matmul"                          # "auto" on the CPU
+    kern = FastGenerator(tiny, device="cpu", dtype="float32", max_batch=4, max_len=96, steps_per_graph=4,
+                         attn_bucket=16, attention="kernel")
+    prompts = rand_prompts([1, 23, 5, 11], 1000, seed=13)
+    assert kern.generate(prompts, 25, ignore_eos=True) == fg.generate(prompts, 25, ignore_eos=True)
+
+
 def test_rows_stop_at_their_eos_and_stream_in_order(fg):
     prompts = rand_prompts([4, 9, 2], 1000, seed=6)
     free = fg.generate(prompts, 20, ignore_eos=True)
@@ -147,6 +155,7 @@ def test_bad_requests_raise_generate_error_with_a_fix(tiny, prompts, new, match)
     (dict(device="tpu"), "unknown device|not served"),
     (dict(max_len=300), "cache length 300 is outside 2..256"),
     (dict(max_batch=0), "max_batch 0 is below 1"),
+    (dict(attention="flash"), "unknown decode attention 'flash'"),
 ])
 def test_bad_plans_raise_generate_error(tiny, kwargs, match):
     with pytest.raises(GenerateError, match=match) as e:
@@ -187,6 +196,18 @@ def test_cuda_graph_decode_equals_eager_decode(tiny):
     for p, row in zip(prompts, a):                                       # fp32 greedy equals HF on the GPU
         assert row[:20] == hf_greedy(tiny.model.to("cuda"), p, 20)
     tiny.model.to("cpu")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_kernel_and_matmul_attention_make_the_same_tokens_on_the_gpu(tiny):
+    prompts = rand_prompts([1, 30, 7, 64, 130], 1000, seed=14)
+    kw = dict(device="cuda", dtype="float32", max_batch=5, max_len=200, steps_per_graph=4, attn_bucket=32)
+    kern = FastGenerator(tiny, **kw)
+    assert kern.attention == "kernel"                        # "auto" on a GPU with Triton
+    got = kern.generate(prompts, 60, ignore_eos=True)
+    assert got == FastGenerator(tiny, attention="matmul", **kw).generate(prompts, 60, ignore_eos=True)
+    assert [kern.generate([p], 60, ignore_eos=True)[0] for p in prompts[:2]] == got[:2]    # batch 1 too
 
 
 @pytest.mark.gpu

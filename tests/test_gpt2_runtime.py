@@ -130,3 +130,44 @@ def test_cache_holds_the_prompt_keys(tiny):
     assert ours.cache_shape == (3, 16)
     assert torch.allclose(ours.h[0].attn.kv_cache.k[:2, :, :6], k, atol=1e-6)
     assert ours.h[0].attn.kv_cache.k[2].abs().max() == 0                 # rows beyond the batch untouched
+
+
+def test_kernel_decode_attention_matches_hf_eager_and_traced(tiny):
+    """The decode-attention op (its plain fallback here) inside the model: HF logits at every step, and
+    the same logits when traced by torch.compile with dynamic shapes (fake kernel, cache mutation)."""
+    hf, _ = tiny
+    ours = GPT2.from_hf(hf)
+    ours.set_decode_attention("kernel")
+    errs = _prefill_decode_errors(hf, ours, [1, 9, 4], total=40, bucket=8)
+    assert len(errs) == 32 and max(errs) < 1e-4
+    traced = torch.compile(ours.decode, backend="aot_eager", dynamic=True)
+    tok, pos = torch.tensor([3, 5, 7]), torch.tensor([9, 2, 30])
+    with torch.no_grad():
+        for B, S in ((3, 32), (2, 40)):                          # two batch sizes and windows, one graph
+            got = traced(tok[:B], pos[:B], S)
+            ours.set_decode_attention("matmul")
+            want = ours.decode(tok[:B], pos[:B], S)               # rewrites the same cache slots
+            ours.set_decode_attention("kernel")
+            assert (got - want).abs().max().item() < 1e-5
+    with pytest.raises(ModelError, match="unknown decode attention 'flash'"):
+        ours.set_decode_attention("flash")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+def test_split_kv_kernel_matches_the_matmul_math_on_the_gpu(dtype, tol):
+    from dynashape.models.gpt2 import decode_attention, decode_attention_op
+    for B, H, D, L, S in ((1, 12, 64, 1025, 640), (8, 12, 64, 641, 640), (64, 12, 64, 300, 256), (5, 4, 16, 201, 64)):
+        g = torch.Generator(device="cuda").manual_seed(B * 1000 + S)
+        k = torch.randn(B + 1, H, L, D, device="cuda", generator=g).to(dtype)
+        v_t = torch.randn(B + 1, H, D, L, device="cuda", generator=g).to(dtype)
+        q = torch.randn(B, 3 * H, D, device="cuda", generator=g).to(dtype)[:, H:2 * H]   # strided, as in the model
+        lengths = torch.randint(1, S + 1, (B,), device="cuda", generator=g)
+        lengths[0] = S
+        mask = torch.arange(S, device="cuda")[None, :] < lengths[:, None]
+        ref = decode_attention(q.double()[:, :, None], k[:B, :, :S].double(), v_t[:B, :, :, :S].double(),
+                               mask[:, None, None], 0.125)[:, :, 0]
+        out = decode_attention_op(q, k, v_t, lengths, S, 0.125)
+        assert out.shape == (B, H, D) and out.dtype == dtype and torch.isfinite(out).all()
+        assert ((out.double() - ref).norm() / ref.norm()).item() < tol

@@ -184,6 +184,7 @@ class OursRunner:
         t = self.fg.last_timing
         notes = [f"{self.fg.steps_per_graph} decode steps per CUDA graph replay; per-token time = replay time / steps"] \
             if self.fg.cuda_graphs else ["eager (no CUDA graphs on this device)"]
+        notes.append(f"decode attention: {self.fg.attention}")
         return Measure(t.ttft_ms, t.step_ms, t.total_ms, made=len(self.last[0]), notes=notes)
 
     @torch.no_grad()

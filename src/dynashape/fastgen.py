@@ -7,7 +7,8 @@ How a request runs (``FastGenerator.generate``):
    padding, and the first new token is sampled from each row's last real position.
 2. Decode runs ``max_new_tokens - 1`` static-shape steps. Each row feeds its token at its own
    position (a tensor), so rows of different lengths share one step. A step reads only the first
-   ``S`` cache slots (the largest position in use, rounded up to ``attn_bucket``).
+   ``S`` cache slots (the largest position in use, rounded up to ``attn_bucket``); on a GPU the
+   split-KV attention kernel reads each row's keys and values only up to its own position.
 3. On a GPU, prefill and decode are compiled with inductor (no cudagraphs mode) and captured by us:
    one ``torch.cuda.CUDAGraph`` per (batch, S) holding ``steps_per_graph`` whole decode steps, so
    one replay pays the host overhead once for several tokens; a one-step graph runs the remainder.
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import GenerateError
-from .models.gpt2 import GPT2
+from .models import gpt2 as gpt2_module
+from .models.gpt2 import DECODE_ATTENTION, GPT2
 from .models.load import DTYPES
 from .sampling import SamplingSettings, make_generator, sample_next
 
@@ -131,7 +133,8 @@ class FastGenerator:
 
     def __init__(self, model, device=None, dtype=None, max_batch: int = 8, max_len: int | None = None, *,
                  compile: bool | None = None, cuda_graphs: bool | None = None, steps_per_graph: int = 8,
-                 attn_bucket: int = 128, prefill_bucket: int | None = None, tune: bool = True):
+                 attn_bucket: int = 128, prefill_bucket: int | None = None, tune: bool = True,
+                 attention: str = "auto"):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         on_gpu = self.device.type == "cuda"
@@ -154,6 +157,8 @@ class FastGenerator:
         except OOM:
             raise self._oom(self.max_batch) from None
         self.config = self.model.config
+        self.attention = self._resolve_attention(attention)
+        self.model.set_decode_attention(self.attention)
         self.last_timing = GenTiming()
         self._gen = make_generator(self.device, 0)
         self._slots: dict[int, _Slots] = {}
@@ -177,6 +182,16 @@ class FastGenerator:
         if not 2 <= self.max_len <= n_positions:
             raise GenerateError(f"cache length {self.max_len} is outside 2..{n_positions} (the model's positions).",
                                 f"use --max-len between 2 and {n_positions}.")
+
+    def _resolve_attention(self, attention: str) -> str:
+        """"auto": the split-KV kernel on a GPU with Triton (power-of-two head size), matmuls otherwise."""
+        if attention not in ("auto", *DECODE_ATTENTION):
+            raise GenerateError(f"unknown decode attention {attention!r}.", "use attention='auto', 'kernel' or 'matmul'.")
+        if attention != "auto":
+            return attention
+        D = self.model.config.head_dim
+        fits = self.device.type == "cuda" and gpt2_module.triton is not None and D & (D - 1) == 0
+        return "kernel" if fits else "matmul"
 
     def _oom(self, batch: int) -> GenerateError:
         return GenerateError(f"out of GPU memory for batch {batch} with a KV cache of {self.max_batch} rows x "

@@ -12,6 +12,9 @@ Three entry points share one trunk:
 - ``decode(idx, pos, attn_len)``: one token per row at per-row positions ``pos`` (a tensor, so
   the step has static shapes and no host sync); writes cache slot ``pos`` and attends slots
   ``0..pos`` within the first ``attn_len`` slots, so a step reads only the cache in use (rounded up).
+  Its attention is either plain matmuls (``"matmul"``) or the op ``dynashape::decode_attention``
+  (``"kernel"``): split-KV Triton kernels on a GPU that read each row's keys and values once, only
+  up to the row's own length (the plain math on the CPU).
 
 Weights come from any Hugging Face ``GPT2LMHeadModel`` state dict through ``hf_key_map``: the
 keys are the same without the ``transformer.`` prefix, and the four ``Conv1D`` weights are stored
@@ -28,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ModelError
+
+DECODE_ATTENTION = ("matmul", "kernel")
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 ACTIVATIONS = {
@@ -125,6 +130,106 @@ def decode_attention(q, keys, values_t, mask, scale: float) -> torch.Tensor:
     return p.to(q.dtype) @ values_t.transpose(-1, -2)                           # (B, H, 1, D)
 
 
+# ---- decode attention as one op: split-KV Triton kernels on a GPU, the matmul math elsewhere -----
+try:
+    import triton
+    import triton.language as tl
+except ImportError:                                              # CPU-only installs
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def _split_kv_kernel(Q, K, Vt, Lens, O, Mp, Lp, scale, H, CHUNK, NSPLIT,
+                         sqb, sqh, sqd, skb, skh, sks, skd, svb, svh, svd, svs,
+                         D: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
+        """Program (b*H + h, split): online softmax over slots [split*CHUNK, min(+CHUNK, len_b))."""
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        hi = tl.minimum(split * CHUNK + CHUNK, tl.load(Lens + b).to(tl.int32))
+        d = tl.arange(0, D)
+        q = tl.load(Q + b * sqb + h * sqh + d * sqd).to(tl.float32) * scale          # (D,)
+        m_i = -float("inf")
+        l_i = 0.0
+        acc = tl.zeros([D], dtype=tl.float32)
+        for start in range(split * CHUNK, hi, BLOCK):
+            s = start + tl.arange(0, BLOCK)
+            ok = s < hi
+            k = tl.load(K + b * skb + h * skh + s[:, None] * sks + d[None, :] * skd, mask=ok[:, None], other=0.0)
+            vt = tl.load(Vt + b * svb + h * svh + d[:, None] * svd + s[None, :] * svs, mask=ok[None, :], other=0.0)
+            sc = tl.where(ok, tl.sum(k.to(tl.float32) * q[None, :], axis=1), -float("inf"))   # (BLOCK,)
+            m_new = tl.maximum(m_i, tl.max(sc, axis=0))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.exp(sc - m_new)
+            acc = acc * alpha + tl.sum(vt.to(tl.float32) * p[None, :], axis=1)
+            l_i = l_i * alpha + tl.sum(p, axis=0)
+            m_i = m_new
+        if SINGLE:
+            tl.store(O + bh * D + d, (acc / l_i).to(O.dtype.element_ty))
+        else:                                                    # partials; an empty split leaves m=-inf, l=0
+            tl.store(Mp + bh * NSPLIT + split, m_i)
+            tl.store(Lp + bh * NSPLIT + split, l_i)
+            tl.store(O + (bh * NSPLIT + split) * D + d, acc)
+
+    @triton.jit
+    def _combine_kernel(Op, Mp, Lp, O, NSPLIT, D: tl.constexpr, NS: tl.constexpr):
+        """Program b*H + h: rescale the splits' partial sums to the common max and normalise."""
+        bh = tl.program_id(0)
+        sp = tl.arange(0, NS)
+        d = tl.arange(0, D)
+        ok = sp < NSPLIT
+        m = tl.load(Mp + bh * NSPLIT + sp, mask=ok, other=-float("inf"))
+        w = tl.exp(m - tl.max(m, axis=0))                                            # (NS,)
+        den = tl.sum(tl.load(Lp + bh * NSPLIT + sp, mask=ok, other=0.0) * w, axis=0)
+        acc = tl.load(Op + (bh * NSPLIT + sp[:, None]) * D + d[None, :], mask=ok[:, None], other=0.0)
+        tl.store(O + bh * D + d, (tl.sum(acc * w[:, None], axis=0) / den).to(O.dtype.element_ty))
+
+
+def _split_plan(rows: int, S: int, block: int = 64, target: int = 264) -> tuple[int, int]:
+    """(chunk, n_split): enough programs (``target``, 2 per H200 SM) without chunks below one block."""
+    n = max(1, min(-(-S // block), -(-target // rows)))
+    chunk = -(-(-(-S // n)) // block) * block                    # ceil(S / n) rounded up to a block
+    return chunk, -(-S // chunk)
+
+
+def _decode_attention_triton(q, k, v_t, lengths, S: int, scale: float) -> torch.Tensor:
+    B, H, D = q.shape
+    assert D & (D - 1) == 0, "head_dim must be a power of two for the decode kernel"
+    chunk, n = _split_plan(B * H, S)
+    out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
+    strides = (*q.stride(), *k.stride(), *v_t.stride())
+    if n == 1:
+        _split_kv_kernel[(B * H, 1)](q, k, v_t, lengths, out, out, out, scale, H, chunk, 1, *strides,
+                                      D=D, BLOCK=64, SINGLE=True)
+        return out
+    part = torch.empty(B * H, n, D, dtype=torch.float32, device=q.device)
+    m, l = (torch.empty(B * H, n, dtype=torch.float32, device=q.device) for _ in range(2))
+    _split_kv_kernel[(B * H, n)](q, k, v_t, lengths, part, m, l, scale, H, chunk, n, *strides,
+                                  D=D, BLOCK=64, SINGLE=False)
+    _combine_kernel[(B * H,)](part, m, l, out, n, D=D, NS=triton.next_power_of_2(n))
+    return out
+
+
+@torch.library.custom_op("dynashape::decode_attention", mutates_args=())
+def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor, lengths: torch.Tensor,
+                        S: int, scale: float) -> torch.Tensor:
+    """One query per row, q (B, H, D), over whole cache buffers k (Bmax, H, L, D), v_t (Bmax, H, D, L):
+    row b attends slots 0..lengths[b]-1 (all < S). Opaque to the compiler, so inductor neither
+    rewrites nor re-fuses it. -> (B, H, D)."""
+    if q.is_cuda and triton is not None:
+        return _decode_attention_triton(q, k, v_t, lengths, S, scale)
+    B = q.shape[0]
+    mask = torch.arange(S, device=q.device)[None, :] < lengths[:, None]           # (B, S)
+    y = decode_attention(q[:, :, None], k[:B, :, :S], v_t[:B, :, :, :S], mask[:, None, None], scale)
+    return y[:, :, 0].contiguous()
+
+
+@decode_attention_op.register_fake
+def _(q, k, v_t, lengths, S, scale):
+    return q.new_empty(q.shape)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPT2Config, layer_idx: int):
         super().__init__()
@@ -134,6 +239,7 @@ class CausalSelfAttention(nn.Module):
         scale = 1.0 / math.sqrt(cfg.head_dim) if cfg.scale_attn_weights else 1.0
         self.scale = scale / (layer_idx + 1) if cfg.scale_attn_by_inverse_layer_idx else scale
         self.kv_cache: KVCache | None = None
+        self.decode_attention = "matmul"                         # or "kernel": see GPT2.set_decode_attention
 
     def _split_heads(self, x: torch.Tensor):
         B, T, C = x.shape
@@ -153,9 +259,13 @@ class CausalSelfAttention(nn.Module):
             rows = torch.arange(B, device=x.device)
             self.kv_cache.k[rows, :, pos] = k[:, :, 0]           # (B, H, D) into (B, H, L, D)
             self.kv_cache.v[rows, :, :, pos] = v[:, :, 0]        # (B, H, D) into (B, H, D, L)
-            keys = self.kv_cache.k[:B, :, :attn_len]             # (B, H, S, D)
-            values_t = self.kv_cache.v[:B, :, :, :attn_len]      # (B, H, D, S)
-            y = decode_attention(q, keys, values_t, mask, self.scale)
+            if self.decode_attention == "kernel":                # whole buffers, per-row lengths pos + 1
+                y = decode_attention_op(q[:, :, 0], self.kv_cache.k, self.kv_cache.v, pos + 1,
+                                        attn_len, self.scale)[:, :, None]       # (B, H, 1, D)
+            else:
+                keys = self.kv_cache.k[:B, :, :attn_len]         # (B, H, S, D)
+                values_t = self.kv_cache.v[:B, :, :, :attn_len]  # (B, H, D, S)
+                y = decode_attention(q, keys, values_t, mask, self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)                   # (B, T, C)
         return self.c_proj(y)
 
@@ -206,6 +316,13 @@ class GPT2(nn.Module):
         for block in self.h:
             block.attn.kv_cache = KVCache(max_batch, cfg.n_head, max_len, cfg.head_dim, w.dtype, w.device)
         self.cache_shape = (max_batch, max_len)
+
+    def set_decode_attention(self, kind: str) -> None:
+        """``"matmul"`` (plain batched matmuls) or ``"kernel"`` (the split-KV op) for decode steps."""
+        if kind not in DECODE_ATTENTION:
+            raise ModelError(f"unknown decode attention {kind!r}.", "use 'matmul' or 'kernel'.")
+        for block in self.h:
+            block.attn.decode_attention = kind
 
     # ---- math --------------------------------------------------------------------------------
     def _trunk(self, idx, positions, pos=None, mask=None, attn_len=0) -> torch.Tensor:
