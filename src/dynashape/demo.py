@@ -1,7 +1,7 @@
 """``dynashape demo``: the whole story on the embedded default, in a few minutes on a CPU.
 
 1. the trap: plain torch.export of GPT-2 with a dynamic length from 1 fails, and why;
-2. doctor: the plan dynashape makes for --seq 1:1024 --batch 1:4 instead;
+2. doctor: the plan dynashape makes for --seq 1:n_positions --batch 1:4 instead;
 3. compile: export + backend, saved as an engine directory;
 4. verify: the engine against the eager Hugging Face model over the whole range;
 5. generate: greedy tokens through the engine, checked against Hugging Face ``generate``.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-DEMO_SEQ, DEMO_BATCH = "1:1024", "1:4"
+DEMO_BATCH = "1:4"
 PROMPT = [464, 3290, 318]  # GPT-2 ids of "The dog is"
 
 
@@ -36,16 +36,16 @@ def _step(n: int, title: str) -> float:
     return time.perf_counter()
 
 
-def show_trap(lm) -> None:
+def show_trap(lm, n_pos: int) -> None:
     """Plain torch.export with Dim(min=1) and a length-1 example, as most tutorials write it."""
     from torch.export import Dim
 
     from .diagnose import as_export_error
     from .export import LogitsOnly
 
-    ids = torch.tensor([[PROMPT[0]]])
-    seq = Dim("seq", min=1, max=1024)
-    print("plain torch.export: Dim('seq', min=1, max=1024) with a length-1 example ...")
+    ids = torch.tensor([[PROMPT[0] % int(lm.config.vocab_size)]])
+    seq = Dim("seq", min=1, max=n_pos)
+    print(f"plain torch.export: Dim('seq', min=1, max={n_pos}) with a length-1 example ...")
     try:
         torch.export.export(LogitsOnly(lm.model, ["input_ids"]), (ids,), dynamic_shapes=({1: seq},), strict=False)
         print("  export passed on this torch version (the trap is version dependent)")
@@ -66,14 +66,16 @@ def run_demo(args) -> int:
 
     start = time.perf_counter()
     name = pick_model(args.model)
-    print(f"dynashape demo on {name}: compile GPT-2 for every length 1..1024 and batch 1..4.")
-    t = _step(1, "the trap")
     lm = load_model(name)
-    show_trap(lm)
+    n_pos = int(lm.config.n_positions)
+    seq = f"1:{n_pos}"
+    print(f"dynashape demo on {name}: compile GPT-2 for every length 1..{n_pos} and batch 1..4.")
+    t = _step(1, "the trap")
+    show_trap(lm, n_pos)
     print(f"  ({time.perf_counter() - t:.1f} s)")
 
-    t = _step(2, f"doctor {name} --seq {DEMO_SEQ} --batch {DEMO_BATCH}")
-    plan = make_plan(lm.info(), PlanSettings(seq=parse_range(DEMO_SEQ, "seq"), batch=parse_range(DEMO_BATCH, "batch")))
+    t = _step(2, f"doctor {name} --seq {seq} --batch {DEMO_BATCH}")
+    plan = make_plan(lm.info(), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(DEMO_BATCH, "batch")))
     print(format_plan(plan))
 
     t = _step(3, f"compile --backend {args.backend} -o {args.out}")
@@ -86,7 +88,8 @@ def run_demo(args) -> int:
           f"saved to {out} and loaded back in {engine.meta['load_s']:.1f} s")
 
     t = _step(4, f"verify {args.out}")
-    sizes = VerifySettings(lengths=[1, 2, 3, 16, 17, 128, 129, 512, 1023, 1024], batches=[1, 2, 4])
+    lengths = sorted({n for n in (1, 2, 3, 16, 17, 128, 129, 512, n_pos - 1, n_pos) if 1 <= n <= n_pos})
+    sizes = VerifySettings(lengths=lengths, batches=[1, 2, 4])
     report = verify_engine(engine, sizes, name=str(out))
     worst = max(report.results, key=lambda r: r.max_abs_err)
     padded = sum((r.graph_batch, r.graph_seq) != (r.batch, r.seq) for r in report.results)
@@ -95,18 +98,19 @@ def run_demo(args) -> int:
           f"by padding (batch 1 -> 2, length 1 -> 2)  ({time.perf_counter() - t:.1f} s)")
     print(f"  (the full sweep: dynashape verify {args.out})")
 
-    t = _step(5, f"generate {args.out} --prompt-ids {','.join(map(str, PROMPT))} --max-new-tokens 20")
-    limits = Limits(max_seq=1024, max_batch=4, vocab_size=plan.model["vocab_size"])
-    ours = generate(lambda i, m: engine(i, m), [PROMPT], GenerateSettings(20), limits)[0]
+    prompt = [t % plan.model["vocab_size"] for t in PROMPT]  # a small vocabulary (random:tiny) wraps the ids
+    t = _step(5, f"generate {args.out} --prompt-ids {','.join(map(str, prompt))} --max-new-tokens 20")
+    limits = Limits(max_seq=n_pos, max_batch=4, vocab_size=plan.model["vocab_size"])
+    ours = generate(lambda i, m: engine(i, m), [prompt], GenerateSettings(20), limits)[0]
     ref = engine.reference_model()
     with torch.no_grad():
-        hf = ref.generate(torch.tensor([PROMPT]), max_new_tokens=20, do_sample=False,
-                          pad_token_id=ref.config.eos_token_id)[0, len(PROMPT):].tolist()
+        hf = ref.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False,
+                          pad_token_id=ref.config.eos_token_id)[0, len(prompt):].tolist()
     text = lm.tokenizer.decode(ours) if lm.tokenizer is not None else ",".join(map(str, ours))
     print(f"engine:        {text}")
-    print(f"Hugging Face:  {'identical, token for token' if ours == hf[:len(ours)] else 'DIFFERENT: ' + str(hf)}")
+    print(f"Hugging Face:  {'identical, token for token' if ours[:len(hf)] == hf else 'DIFFERENT: ' + str(hf)}")
 
-    ok = report.ok and ours == hf[:len(ours)]
+    ok = report.ok and ours[:len(hf)] == hf  # HF stops at EOS; ours runs the full budget
     print(f"\n{'done' if ok else 'FAILED'} in {time.perf_counter() - start:.0f} s. Next: dynashape doctor MODEL --seq "
           "MIN:MAX --try; dynashape compile ...; dynashape verify DIR; dynashape generate DIR.")
     return 0 if ok else 1
