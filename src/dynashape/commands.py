@@ -119,7 +119,10 @@ def cmd_compile(args) -> int:
         if f.status == "ADJUSTED":
             print(f"adjusted  {f.message}")
     lm = load_model(args.model, plan.attn_implementation, parse_dtype(plan.dtype))
+    before = len(plan.findings)
     engine = build_engine(lm, plan, settings, out=args.out)
+    for f in plan.findings[before:]:  # e.g. an export retried with run-time asserts
+        print(f"{f.status.lower():<9} {f.message}")
     engine.save(args.out, force=args.force)
     print(f"engine    {args.out}  backend {settings.backend}, device {settings.device}, dtype {plan.dtype}; "
           f"export {engine.meta['export_s']:.1f} s, compile {engine.meta['compile_s']:.1f} s")
