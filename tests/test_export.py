@@ -55,3 +55,41 @@ def test_full_gpt2_length_1024_exports_whatever_the_transformers_version(gpt2):
     ids = torch.randint(0, 50257, (1, 1024))
     out = ep.module()(input_ids=ids, attention_mask=torch.ones_like(ids))
     torch.testing.assert_close(out, hf_logits(lm, ids), atol=2e-4, rtol=1e-4)
+
+
+def test_a_complex_guard_is_retried_once_with_runtime_asserts_and_recorded(tiny, monkeypatch):
+    """The first export raises the CUDA fp32 alignment guard (text as seen on an H200); the retry must pass
+    prefer_deferred_runtime_asserts_over_guards and the plan must say so."""
+    import dynashape.export as ex
+
+    real, calls = ex._export_once, []
+    text = ("Constraints violated (seq)! \n  - Not all values of seq = L['input_ids'].size()[1] in the specified "
+            "range 2 <= seq <= 64 satisfy the generated guard "
+            "L['input_ids'].size()[1]*(8 + L['input_ids'].size()[1] - Mod(L['input_ids'].size()[1], 8)) > 1.")
+
+    def first_fails(module, kwargs, shapes, extra):
+        calls.append(dict(extra))
+        if len(calls) == 1:
+            raise RuntimeError(text)
+        return real(module, kwargs, shapes, extra)
+
+    monkeypatch.setattr(ex, "_export_once", first_fails)
+    plan = make_plan_for(tiny, "1:64")
+    res = export_plan(tiny.model, plan)
+    assert res.retried and calls == [{}, {"prefer_deferred_runtime_asserts_over_guards": True}]
+    assert plan.findings[-1].rule == "export-retry" and "retried once" in plan.findings[-1].message
+    assert program_sizes(res.program, plan)["seq"] == (2, 64)
+
+
+def test_a_plain_bound_is_not_retried(tiny, monkeypatch):
+    import dynashape.export as ex
+    from dynashape.errors import ExportError
+
+    def always_fails(module, kwargs, shapes, extra):
+        raise RuntimeError("Constraints violated (seq)! \n  - Not all values of seq = L['input_ids'].size()[1] in "
+                           "the specified range seq <= 64 satisfy the generated guard L['input_ids'].size()[1] <= 63.")
+
+    monkeypatch.setattr(ex, "_export_once", always_fails)
+    with pytest.raises(ExportError) as info:
+        export_plan(tiny.model, make_plan_for(tiny, "1:64"))
+    assert "Fix:" in info.value.one_line() and "\n" not in info.value.one_line()
