@@ -98,3 +98,14 @@ def test_parse_prompt_ids():
         parse_prompt_ids(",")
     with pytest.raises(GenerateError, match="not a token id"):
         parse_prompt_ids("1,x")
+
+
+def test_on_token_marks_rows_that_already_stopped(tiny):
+    prompt = [5, 6, 7]
+    free = generate(hf_forward(tiny), [prompt], GenerateSettings(10), limits(tiny))[0]
+    eos = free[1]
+    seen = []
+    generate(hf_forward(tiny), [prompt, [9, 9]], GenerateSettings(6, eos_token_id=eos), limits(tiny),
+             on_token=lambda step, toks, active: seen.append(bool(active[0])))
+    stop = free.index(eos)
+    assert seen[: stop + 1] == [True] * (stop + 1) and not any(seen[stop + 1:])

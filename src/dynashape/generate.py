@@ -76,7 +76,8 @@ def generate(forward, prompts: list[list[int]], settings: GenerateSettings, limi
              device: torch.device | str = "cpu", on_token=None) -> list[list[int]]:
     """New tokens per prompt. ``forward(input_ids, attention_mask) -> logits (B, T, V)``.
 
-    ``on_token(step, tokens)`` is called after each step with the (B,) tokens chosen.
+    ``on_token(step, tokens, active)`` is called after each step with the (B,) tokens chosen and the (B,) mask
+    of rows that were still generating (a row that finished earlier makes no token).
     """
     check_request(prompts, settings, limits)
     b = len(prompts)
@@ -99,7 +100,7 @@ def generate(forward, prompts: list[list[int]], settings: GenerateSettings, limi
             if not done[row]:
                 out[row].append(int(nxt[row]))
         if on_token is not None:
-            on_token(step, nxt)
+            on_token(step, nxt, ~done)
         ids[rows, lengths] = torch.where(done, ids[rows, lengths], nxt)
         lengths = lengths + (~done).long()
         if settings.eos_token_id is not None:

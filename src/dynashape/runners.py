@@ -20,7 +20,9 @@ def _streamer(args, tokenizer):
 
     first = [True]
 
-    def on_token(step, tokens):
+    def on_token(step, tokens, active):
+        if not bool(active[0]):
+            return
         tok = int(tokens[0])
         piece = tokenizer.decode([tok]) if tokenizer is not None else (("" if first[0] else ",") + str(tok))
         first[0] = False
@@ -95,7 +97,7 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
         longest = max(len(p) for p in prompts)
         gen = FastGenerator(lm, device=device, dtype=dtype, max_batch=len(prompts),
                             max_len=longest + settings.max_new_tokens)
-        row0 = None if on_token is None else (lambda row, tok: row == 0 and on_token(None, [tok]))
+        row0 = None if on_token is None else (lambda row, tok: row == 0 and on_token(None, [tok], [True]))
         out = gen.generate(prompts, settings.max_new_tokens, settings.sampling, eos_token_id=eos,
                            ignore_eos=args.ignore_eos, on_token=row0)
         runtime = f"lean KV-cache runtime on {device}"
