@@ -1,14 +1,21 @@
-"""A/B of the decode attention in one process: the split-KV kernel vs the matmul path (gpt2 fp16).
+"""A/B of runtime options in one process (gpt2 fp16): FastGenerator variants side by side.
 
-    PYTHONPATH=src python3 bench/ab_decode.py --out OUT/h200_decode_ab_gpt2_fp16.json [--wait-for FILE]
+    PYTHONPATH=src python3 bench/ab_decode.py --out OUT/h200_decode_ab2_gpt2_fp16.json \
+        --variants old,pad64,pad64_linear --b1-only pad64_linear [--wait-for FILE]
 
-1. Checks the op on the GPU against the matmul math on fresh random inputs (fp32 and fp16, mixed
-   lengths, single-split and split shapes), output poisoned first.
-2. Builds one FastGenerator per variant and warms every size (compile + graph capture), then (after
-   FILE exists, so a concurrent test run does not disturb the timing) times each size: one warm call,
-   then ``--repeats`` timed calls, medians. Prints a table and writes JSON with the machine facts.
+Variants (``VARIANTS``): ``kernel``/``matmul`` (decode attention, other options at their defaults),
+``old`` (unpadded vocab, matmul projections), ``pad64`` (lm_head padded to 64 rows), ``pad64_linear``
+(and the 4 projections through cuBLAS ``F.linear``).
+
+1. Checks the attention op on the GPU against the matmul math on fresh random inputs (fp32, fp16).
+2. Builds one FastGenerator per variant and checks its logits against the HF model in fp32 (same
+   weights) on random prompts, then warms every size (compile + graph capture), then (after FILE
+   exists, so a concurrent test run does not disturb the timing) times each size: one warm call,
+   then ``--repeats`` timed calls, medians. Prints a table, the greedy tokens' agreement with the
+   first variant, and writes JSON with the machine facts and each record's options.
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -23,6 +30,13 @@ from dynashape.models import load_model
 from dynashape.models.gpt2 import decode_attention, decode_attention_op
 
 SIZES = [(1, 512), (8, 512), (64, 512), (64, 7)]
+VARIANTS = {
+    "kernel": dict(attention="kernel"),
+    "matmul": dict(attention="matmul"),
+    "old": dict(attention="kernel", vocab_pad=1, projections="mm"),
+    "pad64": dict(attention="kernel", vocab_pad=64, projections="mm"),
+    "pad64_linear": dict(attention="kernel", vocab_pad=64, projections="linear"),
+}
 
 
 def check_kernel() -> list[str]:
@@ -48,10 +62,23 @@ def check_kernel() -> list[str]:
     return lines
 
 
+@torch.no_grad()
+def check_logits(fg, ref_model, vocab: int) -> str:
+    """fp16 logits of the variant's model vs the HF model in fp32 (same weights), fresh random prompts."""
+    g = torch.Generator().manual_seed(11)
+    ids = torch.randint(0, vocab, (4, 48), generator=g).cuda()
+    ref = ref_model(ids).logits.double()
+    out = fg.model(ids)
+    err = ((out.double() - ref).norm() / ref.norm()).item()
+    top1 = (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    ok = out.shape == ref.shape and bool(torch.isfinite(out).all()) and err < 5e-3
+    return f"logits vs HF fp32: shape {tuple(out.shape)}, rel err {err:.2e}, top-1 equal {top1:.2%} {'ok' if ok else 'FAIL'}"
+
+
 class Runner:
-    def __init__(self, lm, attention: str, max_batch: int, max_len: int):
+    def __init__(self, lm, options: dict, max_batch: int, max_len: int):
         self.fg = FastGenerator(lm, device="cuda", dtype="float16", max_batch=max_batch, max_len=max_len,
-                                attention=attention)
+                                **options)
         self.last = []
 
     def __call__(self, ids, new_tokens):
@@ -65,21 +92,35 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--wait-for", default=None)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--variants", default="kernel,matmul")
+    ap.add_argument("--variants", default="old,pad64,pad64_linear")
+    ap.add_argument("--b1-only", default="", help="variants timed at batch 1 only (saves their batch>1 compile)")
     a = ap.parse_args()
+    for name in ("cache_size_limit", "recompile_limit"):     # several models share the compiled code objects
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 64)
+    b1_only = set(filter(None, a.b1_only.split(",")))
+    checks = []
+    say = lambda line: (checks.append(line), print(line, flush=True))  # noqa: E731
     try:
         for line in check_kernel():
-            print(line, flush=True)
-    except Exception as e:                                   # keep going: the matmul rows still come back
-        print(f"kernel check FAILED: {type(e).__name__}: {str(e)[-2000:]}", flush=True)
+            say(line)
+    except Exception as e:                                   # keep going: the timing rows still come back
+        say(f"kernel check FAILED: {type(e).__name__}: {str(e)[-2000:]}")
     settings = BenchSettings(new_tokens=128, repeats=a.repeats)
     lm = load_model("random:gpt2", dtype=torch.float16)
     cfg, dev = lm.config, torch.device("cuda")
+    ref32 = copy.deepcopy(lm.model).float().cuda().eval()
     runners, first_s = {}, {}
     for v in a.variants.split(","):
         try:
-            r = Runner(lm, v, 64, 512 + 128)
+            r = Runner(lm, VARIANTS[v], 64, 512 + 128)
+            try:
+                say(f"check {v}: {check_logits(r.fg, ref32, cfg.vocab_size)}")
+            except Exception as e:                           # say so, still time the variant
+                say(f"check {v} FAILED: {type(e).__name__}: {str(e)[-1000:]}")
             for B, L in SIZES:                               # compile, autotune, capture every graph
+                if v in b1_only and B != 1:
+                    continue
                 t0 = time.perf_counter()
                 r(_prompts(settings, cfg.vocab_size, B, L), settings.new_tokens)
                 torch.cuda.synchronize()
@@ -97,23 +138,28 @@ def main() -> int:
     for (B, L) in SIZES:
         ids = _prompts(settings, cfg.vocab_size, B, L)
         for v, r in runners.items():
+            if (v, B, L) not in first_s:
+                continue
             rec = measure_config(r, ids, settings, dev, wb, cfg, 2)
-            rec.update(system=f"dynashape_{v}", first_call_s=round(first_s[(v, B, L)], 2))
+            rec.update(system=f"dynashape_{v}", first_call_s=round(first_s[(v, B, L)], 2), options=r.fg.options())
             runs.append(rec)
             tokens[(v, B, L)] = r.last
-    print(f"\n{'variant':10s} {'batch':>5s} {'prompt':>6s} {'tpot_ms':>8s} {'p90':>7s} {'ttft_ms':>8s} "
+    print(f"\n{'variant':13s} {'batch':>5s} {'prompt':>6s} {'tpot_ms':>8s} {'p90':>7s} {'ttft_ms':>8s} "
           f"{'tok/s':>9s} {'GB/s':>7s} {'first_s':>7s}")
     for r in runs:
-        print(f"{r['system'][10:]:10s} {r['batch']:5d} {r['prompt_len']:6d} {r['tpot_ms_median']:8.4f} "
+        print(f"{r['system'][10:]:13s} {r['batch']:5d} {r['prompt_len']:6d} {r['tpot_ms_median']:8.4f} "
               f"{r['tpot_ms_p90']:7.4f} {r['ttft_ms']:8.3f} {r['decode_tokens_per_s']:9.0f} {r['gbps']:7.0f} "
               f"{r['first_call_s']:7.1f}")
-    if set(runners) == {"kernel", "matmul"}:
+    names = list(runners)
+    for v in names[1:]:
         for (B, L) in SIZES:
-            a_, b_ = tokens[("kernel", B, L)], tokens[("matmul", B, L)]
+            if (v, B, L) not in tokens or (names[0], B, L) not in tokens:
+                continue
+            a_, b_ = tokens[(names[0], B, L)], tokens[(v, B, L)]
             same = sum(x == y for ra, rb in zip(a_, b_) for x, y in zip(ra, rb)) / sum(map(len, a_))
-            print(f"tokens equal kernel vs matmul B={B} L={L}: {same:.2%} (fp16 ties may flip a row's suffix)")
+            say(f"tokens equal {names[0]} vs {v} B={B} L={L}: {same:.2%} (fp16 ties may flip a row's suffix)")
     result = {**facts, "command": "PYTHONPATH=src python3 bench/ab_decode.py " + " ".join(sys.argv[1:]),
-              "model": "random:gpt2", "new_tokens": 128, "repeats": a.repeats, "weight_bytes": wb, "runs": runs}
+              "model": "random:gpt2", "new_tokens": 128, "repeats": a.repeats, "weight_bytes": wb, "checks": checks, "runs": runs}
     tmp = a.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)

@@ -3,6 +3,7 @@
 #   bash bench/gpu_issue3.sh [MODE...]    MODE: all (default: bench, tests, profile) | bench | tests |
 #                                         quicktests (CUDA graph = eager only) | profile | ours (our rows only)
 #                                         | ab (decode attention kernel vs matmul in one process, + GPU tests)
+#                                         | ab2 (runtime options: unpadded vs padded lm_head, F.linear at batch 1)
 # Results go to $OUT (the device tool's folder) or bench/results/. Copy the JSON and PNG into
 # bench/results/ in the repository; the JSON carries the exact command and the machine facts.
 set -uo pipefail
@@ -49,7 +50,13 @@ if [[ $modes == *" ab "* ]]; then
   ( timeout ${TESTS_TIMEOUT:-240} python3 -m pytest tests/test_fastgen.py tests/test_gpt2_runtime.py -m gpu -q -s \
       -p no:cacheprovider > "$OUT/gpu_tests.log" 2>&1; touch "$OUT/tests.done" ) &
   timeout ${AB_TIMEOUT:-390} python3 bench/ab_decode.py --out "$OUT/h200_decode_ab_gpt2_fp16.json" \
-    --wait-for "$OUT/tests.done" 2>&1 | tee "$OUT/ab.log" | grep -v "softmax\|reduction\|important use\|warnings.warn\|^$"
+    --variants kernel,matmul --wait-for "$OUT/tests.done" 2>&1 | tee "$OUT/ab.log" | grep -v "softmax\|reduction\|important use\|warnings.warn\|^$"
   wait
   echo "== GPU tests"; grep -E "passed|failed|error|agreement|Error|assert" "$OUT/gpu_tests.log" | tail -20
+fi
+if [[ $modes == *" ab2 "* ]]; then
+  echo "== A/B runtime options in one process: old (vocab 50257) vs pad64 (50304) vs pad64_linear (batch 1)"
+  timeout ${AB_TIMEOUT:-320} python3 bench/ab_decode.py --out "$OUT/h200_decode_ab2_gpt2_fp16.json" \
+    --variants old,pad64,pad64_linear --b1-only pad64_linear 2>&1 | tee "$OUT/ab2.log" \
+    | grep -v "softmax\|reduction\|important use\|warnings.warn\|^$"
 fi

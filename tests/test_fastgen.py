@@ -60,6 +60,27 @@ def test_greedy_tokens_equal_hf_generate_gpt2():
     assert gen.generate([prompt], 12, ignore_eos=True)[0] == hf_greedy(lm.model, prompt, 12)
 
 
+def test_padded_vocab_is_never_picked_and_options_give_hf_tokens():
+    """All real logits negative: the zero logits of the padding rows would win if they leaked."""
+    lm = perturbed(load_model("random:tiny"), seed=5)
+    with torch.no_grad():
+        lm.model.transformer.ln_f.weight.zero_()
+        lm.model.transformer.ln_f.bias.fill_(1.0)
+        lm.model.transformer.wte.weight.abs_().neg_().sub_(0.01)           # logits = -sum|w| - 0.64 < 0
+    prompts = rand_prompts([3, 11], 1000, seed=6)
+    kw = dict(device="cpu", dtype="float32", max_batch=2, max_len=64)
+    base = FastGenerator(lm, vocab_pad=1, **kw)
+    assert base.model.head_weight is None
+    s = SamplingSettings(temperature=1.5, seed=1)
+    want = base.generate(prompts, 10, ignore_eos=True), base.generate(prompts, 10, s, ignore_eos=True)
+    for opts in (dict(vocab_pad=64), dict(vocab_pad=64, projections="linear")):
+        g = FastGenerator(lm, **opts, **kw)
+        assert g.model.head_weight.shape[0] == 1024 and g.options()["vocab_pad"] == 64
+        got = g.generate(prompts, 10, ignore_eos=True), g.generate(prompts, 10, s, ignore_eos=True)
+        assert got == want and max(t for rows in got for r in rows for t in r) < 1000
+    assert want[0][0] == hf_greedy(lm.model, prompts[0], 10)
+
+
 def test_mixed_length_batch_equals_single_rows(fg):
     prompts = rand_prompts([1, 23, 5, 11], 1000, seed=4)
     batch = fg.generate(prompts, 25, ignore_eos=True)
@@ -156,6 +177,7 @@ def test_bad_requests_raise_generate_error_with_a_fix(tiny, prompts, new, match)
     (dict(max_len=300), "cache length 300 is outside 2..256"),
     (dict(max_batch=0), "max_batch 0 is below 1"),
     (dict(attention="flash"), "unknown decode attention 'flash'"),
+    (dict(projections="gemv"), "unknown projections 'gemv'"),
 ])
 def test_bad_plans_raise_generate_error(tiny, kwargs, match):
     with pytest.raises(GenerateError, match=match) as e:

@@ -100,6 +100,39 @@ def test_scale_by_inverse_layer_idx_and_untied_head_match_hf():
         assert (hf(idx).logits - ours(idx)).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("fixture,padded", [("tiny", 1024), ("gpt2", 50304)])
+def test_padded_vocab_logits_match_hf_and_hide_the_padding(request, fixture, padded):
+    hf, _ = request.getfixturevalue(fixture)
+    ours = GPT2.from_hf(hf)
+    V, C = ours.config.vocab_size, ours.config.n_embd
+    ours.pad_vocab(64)
+    assert ours.head_weight.shape == (padded, C) and ours.head_weight[V:].abs().max() == 0
+    assert torch.equal(ours.head_weight[:V], ours.wte.weight) and ours.wte.weight.shape == (V, C)
+    idx = torch.randint(0, V, (2, 21), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = ours(idx)
+        assert logits.shape == (2, 21, V)                                # padding columns cut
+        assert (hf(idx).logits - logits).abs().max().item() < 1e-4
+    errs = _prefill_decode_errors(hf, ours, [12, 5], total=24, bucket=16)
+    assert len(errs) == 13 and max(errs) < 1e-4
+    ours.pad_vocab(1)
+    assert ours.head_weight is None
+
+
+def test_linear_projections_match_hf(tiny):
+    hf, _ = tiny
+    ours = GPT2.from_hf(hf)
+    ours.set_projections("linear")
+    assert all(m.use_linear for m in (ours.h[0].attn.c_attn, ours.h[1].attn.c_proj, ours.h[1].mlp.c_fc))
+    errs = _prefill_decode_errors(hf, ours, [1, 9, 4], total=30, bucket=8)
+    assert len(errs) == 22 and max(errs) < 1e-4
+    ours.set_projections("mm")
+    assert not ours.h[1].mlp.c_proj.use_linear
+    with pytest.raises(ModelError, match="unknown projections 'gemv'") as e:
+        ours.set_projections("gemv")
+    assert e.value.fix
+
+
 def test_unsupported_configs_are_refused_with_a_fix():
     cfg = preset_config("tiny")
     cfg.activation_function = "mish"

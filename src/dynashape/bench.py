@@ -261,6 +261,7 @@ def run_system(system, lm, device, dtype, settings, facts, wbytes, on_record=Non
                 rec["copy_share"] = round(rec["gbps"] / facts["copy_gbps"], 4)
                 if isinstance(run, OursRunner):
                     rec["top1_agreement_vs_hf"] = round(run.top1_agreement(ids), 5)
+                    rec["options"] = run.fg.options()
             except (DynashapeError, RuntimeError) as e:       # OOM or a failed compile: say so, go on
                 rec["error"] = " ".join(str(e).split())[:300]
             records.append(rec)

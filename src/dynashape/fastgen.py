@@ -14,6 +14,10 @@ How a request runs (``FastGenerator.generate``):
    one replay pays the host overhead once for several tokens; a one-step graph runs the remainder.
    The host checks EOS and streams tokens one chunk behind the GPU, so it never stalls the queue.
    On the CPU the same step functions run eagerly.
+4. Exact runtime options, each A/B-measured (``bench/ab_decode.py``): ``vocab_pad`` (logits against
+   an output weight padded to a multiple of 64 rows, so cuBLAS's lm_head GEMM gets an aligned row
+   stride; the padding is sliced off) and ``projections`` ("mm": matmul plus add that inductor may
+   fuse, or "linear": cuBLAS ``F.linear``).
 
 Rows stop at EOS (the EOS token is kept; later slots are filled with EOS and cut) or at the budget.
 """
@@ -26,7 +30,7 @@ import torch
 
 from .errors import GenerateError
 from .models import gpt2 as gpt2_module
-from .models.gpt2 import DECODE_ATTENTION, GPT2
+from .models.gpt2 import DECODE_ATTENTION, GPT2, PROJECTIONS
 from .models.load import DTYPES
 from .sampling import SamplingSettings, make_generator, sample_next
 
@@ -134,7 +138,7 @@ class FastGenerator:
     def __init__(self, model, device=None, dtype=None, max_batch: int = 8, max_len: int | None = None, *,
                  compile: bool | None = None, cuda_graphs: bool | None = None, steps_per_graph: int = 8,
                  attn_bucket: int = 128, prefill_bucket: int | None = None, tune: bool = True,
-                 attention: str = "auto"):
+                 attention: str = "auto", vocab_pad: int = 64, projections: str = "mm"):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         on_gpu = self.device.type == "cuda"
@@ -148,6 +152,9 @@ class FastGenerator:
         self.max_len = n_positions if max_len is None else int(max_len)
         self.max_batch = int(max_batch)
         self._check_plan(n_positions)
+        if projections not in PROJECTIONS:
+            raise GenerateError(f"unknown projections {projections!r}.", "use projections='mm' or 'linear'.")
+        self.vocab_pad, self.projections = max(1, int(vocab_pad)), projections
         try:
             self.model = hf.to(self.device, self.dtype) if isinstance(hf, GPT2) else \
                 GPT2.from_hf(hf, dtype=self.dtype, device=self.device)
@@ -159,6 +166,8 @@ class FastGenerator:
         self.config = self.model.config
         self.attention = self._resolve_attention(attention)
         self.model.set_decode_attention(self.attention)
+        self.model.set_projections(self.projections)
+        self.model.pad_vocab(self.vocab_pad)
         self.last_timing = GenTiming()
         self._gen = make_generator(self.device, 0)
         self._slots: dict[int, _Slots] = {}
@@ -262,6 +271,12 @@ class FastGenerator:
 
     def weight_bytes(self) -> int:
         return weight_bytes(self.model)
+
+    def options(self) -> dict:
+        """The runtime options in effect (recorded with every benchmark record)."""
+        return dict(attention=self.attention, vocab_pad=self.vocab_pad, projections=self.projections,
+                    steps_per_graph=self.steps_per_graph, attn_bucket=self.attn_bucket,
+                    cuda_graphs=self.cuda_graphs, compiled=self.compiled)
 
     # ---- the request -------------------------------------------------------------------------
     def _generate(self, ids, lengths, max_new, sampling, eos, on_token, clock) -> list[list[int]]:

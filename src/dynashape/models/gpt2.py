@@ -13,8 +13,14 @@ Three entry points share one trunk:
   the step has static shapes and no host sync); writes cache slot ``pos`` and attends slots
   ``0..pos`` within the first ``attn_len`` slots, so a step reads only the cache in use (rounded up).
   Its attention is either plain matmuls (``"matmul"``) or the op ``dynashape::decode_attention``
-  (``"kernel"``): split-KV Triton kernels on a GPU that read each row's keys and values once, only
-  up to the row's own length (the plain math on the CPU).
+  (``"kernel"``, in ``decode_attention.py``): split-KV Triton kernels on a GPU that read each row's
+  keys and values once, only up to the row's own length (the plain math on the CPU).
+
+Two runtime options, exact either way: ``pad_vocab(64)`` computes logits against a copy of the output
+weight padded with zero rows to a multiple of 64 (50257 -> 50304 for GPT-2), so the logits' row
+stride is aligned and cuBLAS can pick its Hopper kernels; the padding columns are sliced off before
+anyone sees them. ``set_projections("linear")`` runs the four per-layer projections through
+``F.linear`` (cuBLAS addmm) instead of a plain matmul plus add (which inductor may fuse).
 
 Weights come from any Hugging Face ``GPT2LMHeadModel`` state dict through ``hf_key_map``: the
 keys are the same without the ``transformer.`` prefix, and the four ``Conv1D`` weights are stored
@@ -31,8 +37,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ModelError
+from .decode_attention import decode_attention, decode_attention_op, triton  # noqa: F401
 
 DECODE_ATTENTION = ("matmul", "kernel")
+PROJECTIONS = ("mm", "linear")
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 ACTIVATIONS = {
@@ -94,14 +102,17 @@ class GPT2Config:
 
 
 class Linear(nn.Linear):
-    """``x @ W.T + b`` written as a matmul plus an add rather than ``F.linear``.
+    """``x @ W.T + b`` written as a matmul plus an add rather than ``F.linear`` (``use_linear`` off).
 
     Same math and keys; but a compiler sees a plain ``mm``, which inductor turns into a fused
     matrix-vector reduction when one row is multiplied (batch-1 decode), and the bias add fuses
     into the next elementwise kernel. ``F.linear`` lowers to ``addmm``, a cuBLAS call either way.
     """
+    use_linear = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_linear:
+            return F.linear(x, self.weight, self.bias)
         return x @ self.weight.t() + self.bias
 
 
@@ -115,119 +126,6 @@ class KVCache(nn.Module):
         k_shape, v_shape = (max_batch, n_head, max_len, head_dim), (max_batch, n_head, head_dim, max_len)
         self.register_buffer("k", torch.zeros(k_shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(v_shape, dtype=dtype, device=device), persistent=False)
-
-
-def decode_attention(q, keys, values_t, mask, scale: float) -> torch.Tensor:
-    """One query per row over S cache slots: two batched matrix-vector products and a float32 softmax.
-
-    Written as matmuls, not SDPA: the fused attention kernels parallelise over (batch, head) only,
-    12 thread blocks at batch 1. Compiled for batch 1 with coordinate-descent tuning, inductor turns
-    each product into a reduction spread over the slots; for larger batches they stay cuBLAS calls.
-    q (B, H, 1, D); keys (B, H, S, D); values_t (B, H, D, S); mask (B, 1, 1, S) bool -> (B, H, 1, D)
-    """
-    scores = (q @ keys.transpose(-1, -2)).float() * scale                       # (B, H, 1, S)
-    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)         # (B, H, 1, S)
-    return p.to(q.dtype) @ values_t.transpose(-1, -2)                           # (B, H, 1, D)
-
-
-# ---- decode attention as one op: split-KV Triton kernels on a GPU, the matmul math elsewhere -----
-try:
-    import triton
-    import triton.language as tl
-except ImportError:                                              # CPU-only installs
-    triton = None
-
-if triton is not None:
-    @triton.jit
-    def _split_kv_kernel(Q, K, Vt, Lens, O, Mp, Lp, scale, H, CHUNK, NSPLIT,
-                         sqb, sqh, sqd, skb, skh, sks, skd, svb, svh, svd, svs,
-                         D: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
-        """Program (b*H + h, split): online softmax over slots [split*CHUNK, min(+CHUNK, len_b))."""
-        bh = tl.program_id(0)
-        split = tl.program_id(1)
-        b = bh // H
-        h = bh % H
-        hi = tl.minimum(split * CHUNK + CHUNK, tl.load(Lens + b).to(tl.int32))
-        d = tl.arange(0, D)
-        q = tl.load(Q + b * sqb + h * sqh + d * sqd).to(tl.float32) * scale          # (D,)
-        m_i = -float("inf")
-        l_i = 0.0
-        acc = tl.zeros([D], dtype=tl.float32)
-        for start in range(split * CHUNK, hi, BLOCK):
-            s = start + tl.arange(0, BLOCK)
-            ok = s < hi
-            k = tl.load(K + b * skb + h * skh + s[:, None] * sks + d[None, :] * skd, mask=ok[:, None], other=0.0)
-            vt = tl.load(Vt + b * svb + h * svh + d[:, None] * svd + s[None, :] * svs, mask=ok[None, :], other=0.0)
-            sc = tl.where(ok, tl.sum(k.to(tl.float32) * q[None, :], axis=1), -float("inf"))   # (BLOCK,)
-            m_new = tl.maximum(m_i, tl.max(sc, axis=0))
-            alpha = tl.exp(m_i - m_new)
-            p = tl.exp(sc - m_new)
-            acc = acc * alpha + tl.sum(vt.to(tl.float32) * p[None, :], axis=1)
-            l_i = l_i * alpha + tl.sum(p, axis=0)
-            m_i = m_new
-        if SINGLE:
-            tl.store(O + bh * D + d, (acc / l_i).to(O.dtype.element_ty))
-        else:                                                    # partials; an empty split leaves m=-inf, l=0
-            tl.store(Mp + bh * NSPLIT + split, m_i)
-            tl.store(Lp + bh * NSPLIT + split, l_i)
-            tl.store(O + (bh * NSPLIT + split) * D + d, acc)
-
-    @triton.jit
-    def _combine_kernel(Op, Mp, Lp, O, NSPLIT, D: tl.constexpr, NS: tl.constexpr):
-        """Program b*H + h: rescale the splits' partial sums to the common max and normalise."""
-        bh = tl.program_id(0)
-        sp = tl.arange(0, NS)
-        d = tl.arange(0, D)
-        ok = sp < NSPLIT
-        m = tl.load(Mp + bh * NSPLIT + sp, mask=ok, other=-float("inf"))
-        w = tl.exp(m - tl.max(m, axis=0))                                            # (NS,)
-        den = tl.sum(tl.load(Lp + bh * NSPLIT + sp, mask=ok, other=0.0) * w, axis=0)
-        acc = tl.load(Op + (bh * NSPLIT + sp[:, None]) * D + d[None, :], mask=ok[:, None], other=0.0)
-        tl.store(O + bh * D + d, (tl.sum(acc * w[:, None], axis=0) / den).to(O.dtype.element_ty))
-
-
-def _split_plan(rows: int, S: int, block: int = 64, target: int = 264) -> tuple[int, int]:
-    """(chunk, n_split): enough programs (``target``, 2 per H200 SM) without chunks below one block."""
-    n = max(1, min(-(-S // block), -(-target // rows)))
-    chunk = -(-(-(-S // n)) // block) * block                    # ceil(S / n) rounded up to a block
-    return chunk, -(-S // chunk)
-
-
-def _decode_attention_triton(q, k, v_t, lengths, S: int, scale: float) -> torch.Tensor:
-    B, H, D = q.shape
-    assert D & (D - 1) == 0, "head_dim must be a power of two for the decode kernel"
-    chunk, n = _split_plan(B * H, S)
-    out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
-    strides = (*q.stride(), *k.stride(), *v_t.stride())
-    if n == 1:
-        _split_kv_kernel[(B * H, 1)](q, k, v_t, lengths, out, out, out, scale, H, chunk, 1, *strides,
-                                      D=D, BLOCK=64, SINGLE=True)
-        return out
-    part = torch.empty(B * H, n, D, dtype=torch.float32, device=q.device)
-    m, l = (torch.empty(B * H, n, dtype=torch.float32, device=q.device) for _ in range(2))
-    _split_kv_kernel[(B * H, n)](q, k, v_t, lengths, part, m, l, scale, H, chunk, n, *strides,
-                                  D=D, BLOCK=64, SINGLE=False)
-    _combine_kernel[(B * H,)](part, m, l, out, n, D=D, NS=triton.next_power_of_2(n))
-    return out
-
-
-@torch.library.custom_op("dynashape::decode_attention", mutates_args=())
-def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor, lengths: torch.Tensor,
-                        S: int, scale: float) -> torch.Tensor:
-    """One query per row, q (B, H, D), over whole cache buffers k (Bmax, H, L, D), v_t (Bmax, H, D, L):
-    row b attends slots 0..lengths[b]-1 (all < S). Opaque to the compiler, so inductor neither
-    rewrites nor re-fuses it. -> (B, H, D)."""
-    if q.is_cuda and triton is not None:
-        return _decode_attention_triton(q, k, v_t, lengths, S, scale)
-    B = q.shape[0]
-    mask = torch.arange(S, device=q.device)[None, :] < lengths[:, None]           # (B, S)
-    y = decode_attention(q[:, :, None], k[:B, :, :S], v_t[:B, :, :, :S], mask[:, None, None], scale)
-    return y[:, :, 0].contiguous()
-
-
-@decode_attention_op.register_fake
-def _(q, k, v_t, lengths, S, scale):
-    return q.new_empty(q.shape)
 
 
 class CausalSelfAttention(nn.Module):
@@ -306,6 +204,7 @@ class GPT2(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight
         self.cache_shape: tuple[int, int] | None = None          # (max_batch, max_len)
+        self.head_weight: torch.Tensor | None = None             # (V padded, C): see pad_vocab
 
     # ---- cache -------------------------------------------------------------------------------
     def setup_cache(self, max_batch: int, max_len: int) -> None:
@@ -324,6 +223,33 @@ class GPT2(nn.Module):
         for block in self.h:
             block.attn.decode_attention = kind
 
+    def set_projections(self, kind: str) -> None:
+        """``"mm"`` (matmul plus add, fusable) or ``"linear"`` (``F.linear``: cuBLAS) for the 4 projections."""
+        if kind not in PROJECTIONS:
+            raise ModelError(f"unknown projections {kind!r}.", "use 'mm' or 'linear'.")
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.use_linear = kind == "linear"
+
+    def pad_vocab(self, multiple: int) -> None:
+        """Logits from a copy of the output weight padded with zero rows to a multiple of ``multiple``
+        (1 or less: no padding). Call after the model is on its device and dtype; the padding columns
+        are sliced off in ``_logits``, so callers see (..., V) logits that can never pick them."""
+        V, w = self.config.vocab_size, self.lm_head.weight
+        Vp = -(-V // multiple) * multiple if multiple > 1 else V
+        if Vp == V:
+            self.head_weight = None
+            return
+        head = torch.zeros(Vp, w.shape[1], dtype=w.dtype, device=w.device)
+        head[:V] = w
+        self.head_weight = head                                  # (Vp, C); rows V.. are zero
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) after ln_f -> (..., V). With padding: (..., Vp) computed, the first V kept."""
+        if self.head_weight is None:
+            return self.lm_head(x)
+        return F.linear(x, self.head_weight)[..., :self.config.vocab_size]
+
     # ---- math --------------------------------------------------------------------------------
     def _trunk(self, idx, positions, pos=None, mask=None, attn_len=0) -> torch.Tensor:
         x = self.wte(idx) + self.wpe(positions)                  # (B, T, C)
@@ -335,7 +261,7 @@ class GPT2(nn.Module):
         """Logits at every position, (B, T) -> (B, T, V). Writes the cache when one is set up."""
         T = idx.shape[1]
         positions = torch.arange(T, device=idx.device)
-        return self.lm_head(self.ln_f(self._trunk(idx, positions)))
+        return self._logits(self.ln_f(self._trunk(idx, positions)))
 
     def prefill(self, idx: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """Right-padded prompts (B, T) and each row's last real index (B,) -> next-token logits (B, V)."""
@@ -343,14 +269,14 @@ class GPT2(nn.Module):
         positions = torch.arange(T, device=idx.device)
         x = self._trunk(idx, positions)                          # (B, T, C)
         x = x[torch.arange(B, device=idx.device), last]          # (B, C): only the rows' last tokens
-        return self.lm_head(self.ln_f(x))
+        return self._logits(self.ln_f(x))
 
     def decode(self, idx: torch.Tensor, pos: torch.Tensor, attn_len: int) -> torch.Tensor:
         """One step: tokens (B,) at cache slots pos (B,) -> logits (B, V). attn_len > max(pos)."""
         S = attn_len
         mask = torch.arange(S, device=idx.device)[None, :] <= pos[:, None]   # (B, S): slots 0..pos
         x = self._trunk(idx[:, None], pos[:, None], pos, mask[:, None, None, :], S)   # (B, 1, C)
-        return self.lm_head(self.ln_f(x[:, 0]))
+        return self._logits(self.ln_f(x[:, 0]))
 
     # ---- weights -----------------------------------------------------------------------------
     @classmethod
