@@ -465,5 +465,5 @@ def test_verify_bad_sizes(capsys, engine_dir, flags, needle):
     rc, out, err = run_main(capsys, "verify", engine_dir, *flags)
     line = assert_user_error(rc, out, err, needle)
     if "65" in flags:
-        assert f"--seq 1:65" in line  # the rebuild command holds the asked size
+        assert "--seq 1:65" in line  # the rebuild command holds the asked size
     assert "max|err|" not in out  # refused before any comparison ran

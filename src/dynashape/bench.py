@@ -15,17 +15,15 @@ timed call (compile, warm-up, graph capture). ``tokens_per_s`` is end to end (pr
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from . import results
 from .errors import DynashapeError, GenerateError
 from .fastgen import FastGenerator, resolve_device, resolve_dtype, weight_bytes
 from .models.load import dtype_name, load_model
@@ -293,28 +291,9 @@ def run_bench(settings: BenchSettings, on_progress=None) -> dict:
 
 
 # ---- output ------------------------------------------------------------------------------------
-def _atomic_write(path: str, write) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_results(result: dict, json_path: str, png_path: str | None = None) -> None:
-    """JSON (and a PNG plot when a path is given), each written to a temp file and renamed."""
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-    _atomic_write(json_path, write_json)
-    if png_path:
-        _atomic_write(png_path, lambda tmp: plot(result, tmp))
+    """JSON (and the PNG plot when a path is given), each written to a temp file and renamed."""
+    results.write_results(result, json_path, png_path, plot)
 
 
 def plot(result: dict, path: str) -> None:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from . import results
 from .errors import DynashapeError, ShapeError
 from .shapes import Range
 
@@ -241,19 +242,6 @@ def run_backend_bench(settings: BackendBenchSettings) -> dict:
 
 # ---- output ------------------------------------------------------------------------------------
 
-def _atomic(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def plot(result: dict, path: str) -> None:
     """Median forward latency by sequence length, one line per backend, p90 shaded."""
     import matplotlib
@@ -295,14 +283,7 @@ def plot(result: dict, path: str) -> None:
 
 def write_results(result: dict, json_path: str, png_path: str | None = None) -> None:
     """JSON (and the PNG plot when a path is given), each written to a temp file and renamed."""
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-
-    _atomic(json_path, write_json)
-    if png_path:
-        _atomic(png_path, lambda tmp: plot(result, tmp))
+    results.write_results(result, json_path, png_path, plot)
 
 
 def format_table(result: dict) -> str:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch.export import Dim
 
-from .errors import ExportError
 from .shapes import Finding, ShapePlan
 
 
