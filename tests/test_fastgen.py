@@ -258,3 +258,12 @@ def test_fp16_top1_agreement_with_hf_fp16_over_a_long_generation():
             total += len(o)
     print(f"fp16 top-1 agreement with HF fp16: {agree}/{total} = {agree / total:.4%}")
     assert agree / total > 0.99
+
+
+def test_prefill_sizes_come_from_the_foundation_planner(tiny):
+    g = FastGenerator(tiny, device="cpu", dtype="float32", max_batch=3, max_len=40)
+    assert g.plan.ok and g.plan.serve["seq"].max == 40 and g.plan.serve["batch"].max == 3
+    assert g.plan.graph_size("seq", 1) == 2            # length 1 is padded, as in every engine
+    ref = tiny.model.generate(torch.tensor([[5]]), max_new_tokens=6, do_sample=False,
+                              pad_token_id=tiny.config.eos_token_id)[0, 1:].tolist()
+    assert g.generate([[5]], 6, ignore_eos=True)[0] == ref

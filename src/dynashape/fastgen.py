@@ -103,6 +103,18 @@ def weight_bytes(module: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
+def _shape_plan(hf, max_batch: int, max_len: int):
+    """The foundation's ShapePlan for prompts of 1..max_len tokens and 1..max_batch rows: it says which
+    prompt lengths the dynamic prefill cannot take (length 1 is padded to 2) and records why."""
+    from .rules import PlanSettings, make_plan
+    from .shapes import Range
+
+    info = {"name": getattr(hf.config, "name_or_path", "") or "gpt2", "n_positions": int(hf.config.n_positions),
+            "vocab_size": int(hf.config.vocab_size), "n_layer": int(hf.config.n_layer),
+            "n_head": int(hf.config.n_head), "n_embd": int(hf.config.n_embd)}
+    return make_plan(info, PlanSettings(seq=Range(1, max_len), batch=Range(1, max_batch)))
+
+
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
@@ -152,6 +164,7 @@ class FastGenerator:
         self.max_len = n_positions if max_len is None else int(max_len)
         self.max_batch = int(max_batch)
         self._check_plan(n_positions)
+        self.plan = _shape_plan(hf, self.max_batch, self.max_len)  # prefill sizes come from the planner
         if projections not in PROJECTIONS:
             raise GenerateError(f"unknown projections {projections!r}.", "use projections='mm' or 'linear'.")
         self.vocab_pad, self.projections = max(1, int(vocab_pad)), projections
@@ -314,7 +327,7 @@ class FastGenerator:
 
     def _prefill(self, ids, lengths, sampling) -> torch.Tensor:
         B = len(lengths)
-        T = min(self.max_len, _round_up(max(ids.shape[1], 2), self.prefill_bucket))
+        T = min(self.max_len, _round_up(self.plan.graph_size("seq", ids.shape[1]), self.prefill_bucket))
         padded = torch.zeros(B, T, dtype=torch.long)
         padded[:, :ids.shape[1]] = ids
         last = torch.tensor(lengths, dtype=torch.long) - 1
