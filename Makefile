@@ -2,14 +2,14 @@
 # torch is pinned to the CPU wheel this machine type carries; never let pip choose torch freely
 # (it would pull several GB of CUDA packages).
 PY      ?= python3
-TORCH   ?= torch==2.13.0
+TORCH   ?= torch==2.13.0   # override with the torch requirement (and pip options) your machine needs
 TF_OLD  ?= transformers==4.46.3
 VENV_OLD = .venv-tf4
 
 .PHONY: install demo test test-new test-old clean
 
 install:
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 
 demo: install
