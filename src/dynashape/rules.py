@@ -101,10 +101,11 @@ def _specialise(ctx: _Ctx, dim: str) -> Finding:
     opt = None if r.opt is None else max(r.opt, lo)
     ctx.graph[dim] = Range(lo, hi, opt)
     ctx.pad_to[dim] = {1: 2}
+    hint = " (serving batch 1 only? --batch 1 builds a static graph with no padding)" if dim == "batch" else ""
     return Finding(f"{dim}-specialisation", "ADJUSTED",
                    f"torch specialises a dynamic {dim} of size 1 to a constant, so the graph is built for "
                    f"{lo}..{hi} and {dim} 1 is padded to 2 and sliced back (exact: padding never reaches "
-                   "the real rows or positions).")
+                   f"the real rows or positions){hint}.")
 
 
 def rule_batch_specialisation(ctx: _Ctx) -> Finding:
