@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import results
+from .backends import default_dtype, resolve_device
 from .errors import DynashapeError, ShapeError
 from .shapes import Range
 
@@ -52,8 +53,8 @@ class BackendBenchSettings:
     command: str = ""
 
     def resolved(self) -> "BackendBenchSettings":
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        dtype = ("float16" if device.startswith("cuda") else "float32") if self.dtype == "auto" else self.dtype
+        device = resolve_device(self.device)
+        dtype = default_dtype(device) if self.dtype == "auto" else self.dtype
         if self.batch < 1 or self.warmup < 0 or self.iters < 1 or any(n < 1 for n in self.lengths):
             raise ShapeError("bench sizes must be batch >= 1, lengths >= 1, iters >= 1.",
                              "use e.g. --lengths 8,32,128,512,1024 --batch 1.")

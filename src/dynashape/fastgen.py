@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import GenerateError
+from . import backends
+from .errors import DynashapeError, GenerateError
 from .models import gpt2 as gpt2_module
 from .models.gpt2 import DECODE_ATTENTION, GPT2, PROJECTIONS
-from .models.load import DTYPES
+from .models.load import parse_dtype
 from .sampling import SamplingSettings, make_generator, sample_next
 from .streaming import Clock, HostStream
 
@@ -121,28 +122,21 @@ def _round_up(n: int, k: int) -> int:
 
 
 def resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """backends.resolve_device (the one device rule), raised as this runtime's GenerateError."""
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise GenerateError(f"unknown device {device!r}.", "use --device cpu, cuda or auto.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenerateError("--device cuda was asked for, but torch sees no CUDA GPU here.",
-                            "use --device cpu (or auto), or run on a machine with a GPU and a CUDA build of torch.")
-    if dev.type not in ("cuda", "cpu"):
-        raise GenerateError(f"device {dev.type!r} is not served by the fast runtime.", "use --device cpu or cuda.")
-    return dev
+        return torch.device(backends.resolve_device(device))
+    except DynashapeError as e:
+        raise GenerateError(e.message, e.fix) from None
 
 
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    if dtype in (None, "auto"):
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+    """models.parse_dtype with the device's default for None/'auto', raised as GenerateError."""
+    if isinstance(dtype, torch.dtype):
         return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise GenerateError(f"unknown dtype {dtype!r}.", "use --dtype float32, float16 or bfloat16.")
+    try:
+        return parse_dtype(backends.default_dtype(str(device)) if dtype in (None, "auto") else dtype)
+    except DynashapeError as e:
+        raise GenerateError(e.message, e.fix) from None
 
 
 class FastGenerator:

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from .backends import resolve_device
+from .backends import default_dtype, resolve_device
 from .errors import GenerateError
 from .generate import GenerateSettings, Limits, generate
 
@@ -76,7 +76,7 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
     from .models import load_model, parse_dtype
 
     device = resolve_device(args.device)
-    dtype = parse_dtype(args.dtype or ("float16" if device.startswith("cuda") else "float32"))
+    dtype = parse_dtype(args.dtype or default_dtype(device))
     if args.runtime not in ("lean", "nocache"):
         raise GenerateError(f"unknown --runtime {args.runtime!r}.", "use --runtime lean or --runtime nocache.")
     lm = load_model(args.target, dtype=dtype)

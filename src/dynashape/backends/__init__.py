@@ -36,16 +36,23 @@ class CompileSettings:
 
 
 def resolve_device(requested: str | None) -> str:
-    """'cuda' when asked for and present (or when nothing is asked and a GPU is there), else 'cpu'."""
+    """The one device rule: 'cuda' when asked for and present (or nothing asked and a GPU is there), else 'cpu'."""
     import torch
 
+    requested = None if requested is None else str(requested)
     if requested in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested != "cpu" and requested.split(":")[0] != "cuda":
+        raise BackendError(f"unknown device {requested!r}.", "use --device cpu, cuda or auto.")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendError(f"--device {requested} was asked for, and this machine has no GPU.", "use --device cpu.")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise BackendError(f"unknown device {requested!r}.", "use --device cpu or --device cuda.")
+        raise BackendError(f"--device {requested} was asked for, but torch sees no CUDA GPU here.",
+                           "use --device cpu (or auto), or run on a machine with a GPU and a CUDA build of torch.")
     return requested
+
+
+def default_dtype(device: str) -> str:
+    """float16 on a GPU, float32 on the CPU: the default wherever no --dtype is given."""
+    return "float16" if str(device).startswith("cuda") else "float32"
 
 
 def get_backend(name: str) -> ModuleType:
