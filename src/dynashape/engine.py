@@ -92,7 +92,7 @@ class Engine:
             raise EngineError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
                               f"{tuple(input_ids.shape)}; they share batch and seq.", "pass masks of the same shape.")
         vocab = self.plan.model["vocab_size"]
-        lo, hi = int(input_ids.min()), int(input_ids.max())
+        lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()  # one host sync per call, not two
         if lo < 0 or hi >= vocab:
             bad = lo if lo < 0 else hi
             raise EngineError(f"token id {bad} is outside the vocabulary 0..{vocab - 1}.",
