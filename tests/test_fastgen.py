@@ -201,11 +201,14 @@ def test_out_of_memory_names_batch_and_cache_size(tiny, monkeypatch):
 
 
 # ---- on the GPU (run on the H200 via bench/gpu_issue3.sh) ---------------------------------------
+GPU_KW = dict(device="cuda", dtype="float32", max_batch=5, max_len=200, steps_per_graph=4, attn_bucket=32)
+
+
 @pytest.mark.gpu
 @needs_gpu
 def test_cuda_graph_decode_equals_eager_decode(tiny):
     prompts = rand_prompts([1, 30, 7, 64, 100], 1000, seed=10)
-    kw = dict(device="cuda", dtype="float32", max_batch=5, max_len=200, steps_per_graph=4, attn_bucket=32)
+    kw = GPU_KW
     graphs = FastGenerator(tiny, **kw)
     eager = FastGenerator(tiny, cuda_graphs=False, **kw)
     a = graphs.generate(prompts, 60, ignore_eos=True)
@@ -224,7 +227,7 @@ def test_cuda_graph_decode_equals_eager_decode(tiny):
 @needs_gpu
 def test_kernel_and_matmul_attention_make_the_same_tokens_on_the_gpu(tiny):
     prompts = rand_prompts([1, 30, 7, 64, 130], 1000, seed=14)
-    kw = dict(device="cuda", dtype="float32", max_batch=5, max_len=200, steps_per_graph=4, attn_bucket=32)
+    kw = GPU_KW
     kern = FastGenerator(tiny, **kw)
     assert kern.attention == "kernel"                        # "auto" on a GPU with Triton
     got = kern.generate(prompts, 60, ignore_eos=True)

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _int_list(text: str | None, flag: str) -> list[int] | None:
+def int_list(text: str | None, flag: str) -> list[int] | None:
     if text is None:
         return None
     try:

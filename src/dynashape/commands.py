@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import _int_list, print_json
+from .cli import int_list, print_json
 from .errors import DynashapeError, GenerateError, PlanError
 from .shapes import ShapePlan, parse_range
 
@@ -107,14 +107,14 @@ def _require_ok(plan: ShapePlan) -> None:
 
 def cmd_compile(args) -> int:
     from .backends import CompileSettings, get_backend, resolve_device
-    from .engine import _check_target, build_engine
+    from .engine import build_engine, check_target
     from .models import load_model, parse_dtype
 
     plan, _ = plan_from_args(args)
     _require_ok(plan)
     settings = CompileSettings(backend=args.backend, device=resolve_device(args.device), dtype=plan.dtype)
     get_backend(settings.backend)            # unknown backend: fail before loading anything
-    _check_target(Path(args.out), args.force)  # existing output: fail before the expensive work
+    check_target(Path(args.out), args.force)  # existing output: fail before the expensive work
     for f in plan.findings:
         if f.status == "ADJUSTED":
             print(f"adjusted  {f.message}")
@@ -142,8 +142,8 @@ def cmd_verify(args) -> int:
     from .verify import VerifySettings, verify_engine
 
     engine = Engine.load(args.engine)
-    settings = VerifySettings(lengths=_int_list(args.lengths, "--lengths"),
-                              batches=_int_list(args.batches, "--batches"), seed=args.seed)
+    settings = VerifySettings(lengths=int_list(args.lengths, "--lengths"),
+                              batches=int_list(args.batches, "--batches"), seed=args.seed)
 
     def show(r):
         if not args.json:

@@ -139,7 +139,7 @@ class Engine:
     # ---- save / load ------------------------------------------------------------------------
     def save(self, directory: str | Path, force: bool = False) -> Path:
         directory = Path(directory)
-        _check_target(directory, force)
+        check_target(directory, force)
         tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -221,7 +221,7 @@ def rebuild_command(args: dict) -> str:
     return " ".join(parts)
 
 
-def _check_target(directory: Path, force: bool) -> None:
+def check_target(directory: Path, force: bool) -> None:
     if not directory.exists():
         return
     if not force:

@@ -117,16 +117,16 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
 
 def run_bench_command(args) -> int:
     """``dynashape bench``: the generation benchmark, or forward latency per backend (--backends)."""
-    from .cli import _int_list
+    from .cli import int_list
 
     argv = " ".join(sys.argv[1:]) or "bench"
     if args.backends:
         from . import bench_backends as bb
 
-        batches = _int_list(args.batches, "--batches") or [1]
+        batches = int_list(args.batches, "--batches") or [1]
         s = bb.BackendBenchSettings(model=args.model, backends=tuple(args.backends.split(",")),
                                     device=resolve_device(args.device), dtype=args.dtype or "auto",
-                                    batch=batches[0], lengths=tuple(_int_list(args.lengths, "--lengths") or ()),
+                                    batch=batches[0], lengths=tuple(int_list(args.lengths, "--lengths") or ()),
                                     out=args.out, command=f"dynashape {argv}")
         result = bb.run_backend_bench(s)
         bb.write_results(result, s.out + ".json", s.out + ".png")
@@ -136,7 +136,7 @@ def run_bench_command(args) -> int:
 
     kw = {}
     for key, flag in (("batches", "--batches"), ("prompt_lens", "--prompt-lens")):
-        values = _int_list(getattr(args, key), flag)
+        values = int_list(getattr(args, key), flag)
         if values:
             kw[key] = tuple(values)
     if args.new_tokens:
