@@ -24,8 +24,8 @@ import time
 
 import torch
 
-from dynashape.bench import BenchSettings, Measure, _prompts, machine_facts, measure_config
-from dynashape.fastgen import FastGenerator, weight_bytes
+from dynashape.bench.generate import BenchSettings, Measure, _prompts, machine_facts, measure_config
+from dynashape.runtime.fastgen import FastGenerator, weight_bytes
 from dynashape.models import load_model
 from dynashape.models.gpt2 import decode_attention, decode_attention_op
 

@@ -24,8 +24,8 @@ def gpt2():
 
 
 def make_plan_for(lm, seq: str, batch: str = "1", **kw):
-    from dynashape.rules import PlanSettings, make_plan
-    from dynashape.shapes import parse_range
+    from dynashape.planning.rules import PlanSettings, make_plan
+    from dynashape.planning.shapes import parse_range
 
     return make_plan(lm.info(), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"), **kw))
 

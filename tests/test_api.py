@@ -32,10 +32,10 @@ def test_public_names_resolve():
 def test_submodules_are_not_shadowed_by_public_names():
     import types
 
-    import dynashape.diagnose  # noqa: F401  (a public name must never replace a submodule)
-    from dynashape import diagnose
+    import dynashape.engine  # noqa: F401  (a public name must never replace a subpackage)
+    from dynashape import engine
 
-    assert isinstance(diagnose, types.ModuleType)
-    submodules = {"api", "cli", "commands", "demo", "diagnose", "engine", "errors", "export", "fastgen", "generate",
-                  "rules", "runners", "sampling", "shapes", "verify", "bench", "bench_backends", "models", "backends"}
+    assert isinstance(engine, types.ModuleType)
+    submodules = {"api", "cli", "engine", "errors", "graphs", "planning", "runtime", "verify", "bench", "models",
+                  "backends", "serve"}
     assert not set(dynashape.__all__) & submodules

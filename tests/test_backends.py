@@ -28,7 +28,7 @@ from dynashape.backends import onnx as onnx_backend
 from dynashape.backends import tensorrt as trt_backend
 from dynashape.engine import Engine, build_engine
 from dynashape.errors import BackendError, EngineError
-from dynashape.export import dynamic_shapes, export_plan
+from dynashape.graphs import dynamic_shapes, export_plan
 
 from conftest import make_plan_for
 
@@ -425,7 +425,7 @@ def test_nothing_overwritten_without_force(built, tmp_path):
 # ---- bench_backends ---------------------------------------------------------------------------
 
 def test_bench_backends_writes_json_png_and_table(tmp_path):
-    from dynashape import bench_backends as bb
+    from dynashape.bench import backends as bb
 
     s = bb.BackendBenchSettings(model="random:tiny", backends=("eager", "tensorrt"), lengths=(4, 8), device="cpu",
                                 warmup=1, iters=3, isolate=False, command="test")

@@ -6,7 +6,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dynashape.bench import BenchSettings, decode_bytes, format_table, main, run_bench, write_results  # noqa: E402
+from dynashape.bench.generate import BenchSettings, decode_bytes, format_table, main, run_bench, write_results  # noqa: E402
 from dynashape.errors import GenerateError  # noqa: E402
 from dynashape.models.gpt2 import GPT2Config  # noqa: E402
 

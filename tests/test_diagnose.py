@@ -16,10 +16,10 @@ import torch
 import transformers
 from torch.export import Dim, export
 
-from dynashape.diagnose import Diagnosis, as_export_error, diagnose, diagnose_program, sources, suggested_fixes
+from dynashape.planning.diagnose import Diagnosis, as_export_error, diagnose, diagnose_program, sources, suggested_fixes
 from dynashape.errors import ExportError
 from dynashape.models import load_model
-from dynashape.shapes import InputSpec, Range, ShapePlan
+from dynashape.planning.shapes import InputSpec, Range, ShapePlan
 
 TF = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
 TF_EAGER_MASK_BUFFER = TF <= (5, 1)  # eager attention slices the (n_positions x n_positions) mask buffer
@@ -452,7 +452,7 @@ def test_unknown_error_and_export_error():
 
 def test_complex_guard_is_retried_with_runtime_asserts_but_a_plain_bound_is_not():
     """CUDA fp32 sdpa adds an alignment guard (seen on an H200, torch 2.11): safe as a run-time assert."""
-    from dynashape.diagnose import RETRY_WITH_ASSERTS, diagnose
+    from dynashape.planning.diagnose import RETRY_WITH_ASSERTS, diagnose
 
     complex_text = ("Constraints violated (seq)! \n  - Not all values of seq = L['input_ids'].size()[1] in the "
                     "specified range 2 <= seq <= 64 satisfy the generated guard "

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import hf_logits, make_plan_for
-from dynashape.export import check_program, dynamic_shapes, example_inputs, export_plan, program_sizes
+from dynashape.graphs import check_program, dynamic_shapes, example_inputs, export_plan, program_sizes
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_full_gpt2_length_1024_exports_whatever_the_transformers_version(gpt2):
 def test_a_complex_guard_is_retried_once_with_runtime_asserts_and_recorded(tiny, monkeypatch):
     """The first export raises the CUDA fp32 alignment guard (text as seen on an H200); the retry must pass
     prefer_deferred_runtime_asserts_over_guards and the plan must say so."""
-    import dynashape.export as ex
+    import dynashape.graphs as ex
 
     real, calls = ex._export_once, []
     text = ("Constraints violated (seq)! \n  - Not all values of seq = L['input_ids'].size()[1] in the specified "
@@ -82,7 +82,7 @@ def test_a_complex_guard_is_retried_once_with_runtime_asserts_and_recorded(tiny,
 
 
 def test_a_plain_bound_is_not_retried(tiny, monkeypatch):
-    import dynashape.export as ex
+    import dynashape.graphs as ex
     from dynashape.errors import ExportError
 
     def always_fails(module, kwargs, shapes, extra):

@@ -7,10 +7,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dynashape.errors import GenerateError  # noqa: E402
-from dynashape.fastgen import FastGenerator  # noqa: E402
+from dynashape.runtime.fastgen import FastGenerator  # noqa: E402
 from dynashape.models import load_model  # noqa: E402
 from dynashape.models.gpt2 import GPT2  # noqa: E402
-from dynashape.sampling import SamplingSettings  # noqa: E402
+from dynashape.runtime.sampling import SamplingSettings  # noqa: E402
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,8 +6,8 @@ from conftest import make_plan_for
 from dynashape.backends import CompileSettings
 from dynashape.engine import build_engine
 from dynashape.errors import GenerateError
-from dynashape.generate import GenerateSettings, Limits, generate, parse_prompt_ids
-from dynashape.sampling import SamplingSettings
+from dynashape.runtime.generate import GenerateSettings, Limits, generate, parse_prompt_ids
+from dynashape.runtime.sampling import SamplingSettings
 
 pytestmark = pytest.mark.integration
 

@@ -2,8 +2,8 @@
 import pytest
 
 from conftest import make_plan_for
-from dynashape.rules import PlanSettings, make_plan
-from dynashape.shapes import Range
+from dynashape.planning.rules import PlanSettings, make_plan
+from dynashape.planning.shapes import Range
 
 GPT2 = {"name": "gpt2", "n_positions": 1024, "vocab_size": 50257, "n_layer": 12, "n_head": 12, "n_embd": 768}
 NEW = {"torch": "2.13.0", "transformers": "5.24.0"}

@@ -2,7 +2,7 @@
 import pytest
 
 from dynashape.errors import ShapeError
-from dynashape.shapes import Range, ShapePlan, parse_range
+from dynashape.planning.shapes import Range, ShapePlan, parse_range
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -6,7 +6,7 @@ from conftest import make_plan_for
 from dynashape.backends import CompileSettings
 from dynashape.engine import build_engine
 from dynashape.errors import VerifyError
-from dynashape.shapes import Range
+from dynashape.planning.shapes import Range
 from dynashape.verify import VerifySettings, default_sizes, sweep_points, verify_engine
 
 

@@ -10,12 +10,12 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "plan": "api", "compile": "api",
-    "Range": "shapes", "ShapePlan": "shapes", "parse_range": "shapes",
-    "PlanSettings": "rules", "make_plan": "rules",
-    "load_model": "models", "export_plan": "export",
+    "Range": "planning.shapes", "ShapePlan": "planning.shapes", "parse_range": "planning.shapes",
+    "PlanSettings": "planning.rules", "make_plan": "planning.rules",
+    "load_model": "models", "export_plan": "graphs",
     "CompileSettings": "backends", "Engine": "engine", "build_engine": "engine",
     "VerifySettings": "verify", "verify_engine": "verify",
-    "GenerateSettings": "generate", "SamplingSettings": "sampling",
+    "GenerateSettings": "runtime.generate", "SamplingSettings": "runtime.sampling",
     "DynashapeError": "errors", "ShapeError": "errors", "PlanError": "errors", "ModelError": "errors",
     "ExportError": "errors", "EngineError": "errors", "BackendError": "errors", "GenerateError": "errors",
     "VerifyError": "errors",

@@ -1,6 +1,6 @@
 """``python -m dynashape``: the same as the ``dynashape`` console script."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

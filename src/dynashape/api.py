@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 from .backends import CompileSettings
-from .engine import Engine, build_engine
+from .engine.engine import Engine, build_engine
 from .errors import PlanError
 from .models import load_info, load_model, parse_dtype
 from .models.load import dtype_name
-from .rules import PlanSettings, make_plan
-from .shapes import ShapePlan, parse_range
+from .planning.rules import PlanSettings, make_plan
+from .planning.shapes import ShapePlan, parse_range
 
 
 def plan(model: str, seq: str, batch: str = "1", **settings) -> ShapePlan:

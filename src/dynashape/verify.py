@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .errors import VerifyError
-from .shapes import Range
+from .planning.shapes import Range
 
 # dtype -> (error relative to max(1, max|reference logit|), minimum top-1 agreement)
 TOLERANCE = {"float32": (1e-4, 0.999), "float16": (1e-2, 0.99), "bfloat16": (3e-2, 0.98)}

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BackendError, EngineError
-from ..export import example_inputs
+from ..graphs import example_inputs
 
 NAME = "aoti"
 PACKAGE = "aoti.pt2"

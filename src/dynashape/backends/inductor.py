@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..export import example_inputs
+from ..graphs import example_inputs
 
 NAME = "inductor"
 

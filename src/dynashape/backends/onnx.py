@@ -30,8 +30,8 @@ import torch
 from torch.export import Dim
 
 from ..errors import BackendError, EngineError
-from ..export import dynamic_shapes, example_inputs
-from ..shapes import Range
+from ..graphs import dynamic_shapes, example_inputs
+from ..planning.shapes import Range
 from .aoti import REBUILD, read_sidecar, write_sidecar
 
 NAME = "onnx"

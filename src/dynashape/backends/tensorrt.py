@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BackendError, EngineError
-from ..export import dynamic_shapes, example_inputs
+from ..graphs import dynamic_shapes, example_inputs
 from ..models.load import parse_dtype
 from .aoti import REBUILD, read_sidecar, write_sidecar
 from .onnx import nocache_spec, trt_profile

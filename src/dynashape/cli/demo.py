@@ -40,8 +40,8 @@ def show_trap(lm, n_pos: int) -> None:
     """Plain torch.export with Dim(min=1) and a length-1 example, as most tutorials write it."""
     from torch.export import Dim
 
-    from .diagnose import as_export_error
-    from .export import LogitsOnly
+    from ..planning.diagnose import as_export_error
+    from ..graphs import LogitsOnly
 
     ids = torch.tensor([[PROMPT[0] % int(lm.config.vocab_size)]])
     seq = Dim("seq", min=1, max=n_pos)
@@ -55,14 +55,14 @@ def show_trap(lm, n_pos: int) -> None:
 
 
 def run_demo(args) -> int:
-    from .backends import CompileSettings
+    from ..backends import CompileSettings
     from .commands import format_plan
-    from .engine import Engine, build_engine
-    from .generate import GenerateSettings, Limits, generate
-    from .models import load_model
-    from .rules import PlanSettings, make_plan
-    from .shapes import parse_range
-    from .verify import VerifySettings, verify_engine
+    from ..engine.engine import Engine, build_engine
+    from ..runtime.generate import GenerateSettings, Limits, generate
+    from ..models import load_model
+    from ..planning.rules import PlanSettings, make_plan
+    from ..planning.shapes import parse_range
+    from ..verify import VerifySettings, verify_engine
 
     start = time.perf_counter()
     name = pick_model(args.model)

@@ -9,7 +9,7 @@ and each backend's logits are checked against the Hugging Face model once, so a 
 cannot hide. A backend that cannot run here (onnxruntime without a CUDA provider on a GPU run, a
 missing optional package) is recorded as skipped with its reason.
 
-Usable without the CLI: ``python3 -m dynashape.bench_backends --model random:tiny --out PREFIX``.
+Usable without the CLI: ``python3 -m dynashape.bench.backends --model random:tiny --out PREFIX``.
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import results
-from .backends import default_dtype, resolve_device
-from .errors import DynashapeError, ShapeError
-from .shapes import Range
+from ..backends import default_dtype, resolve_device
+from ..errors import DynashapeError, ShapeError
+from ..planning.shapes import Range
 
 DEFAULT_BACKENDS = ("eager", "inductor", "aoti", "onnx")
 
@@ -144,8 +144,8 @@ def _skip_reason(backend: str, s: BackendBenchSettings) -> str | None:
 
 
 def bench_backend(backend: str, lm, plan, s: BackendBenchSettings) -> dict:
-    from .backends import CompileSettings
-    from .engine import build_engine
+    from ..backends import CompileSettings
+    from ..engine.engine import build_engine
 
     reason = _skip_reason(backend, s)
     if reason:
@@ -182,7 +182,7 @@ def run_isolated(backend: str, s: BackendBenchSettings) -> dict:
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONFAULTHANDLER="1",
                PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
-    argv = [sys.executable, "-m", "dynashape.bench_backends", "--model", s.model, "--backends", backend,
+    argv = [sys.executable, "-m", "dynashape.bench.backends", "--model", s.model, "--backends", backend,
             "--lengths", ",".join(map(str, s.lengths)), "--batch", str(s.batch), "--device", s.device,
             "--dtype", s.dtype, "--warmup", str(s.warmup), "--iters", str(s.iters), "--budget-s", str(s.budget_s),
             "--no-isolate", "--row-json", path]
@@ -209,9 +209,9 @@ def default_lengths(n_positions: int) -> tuple[int, ...]:
 
 
 def run_backend_bench(settings: BackendBenchSettings) -> dict:
-    from .backends import get_backend
-    from .models.load import load_model, parse_dtype
-    from .rules import PlanSettings, make_plan
+    from ..backends import get_backend
+    from ..models.load import load_model, parse_dtype
+    from ..planning.rules import PlanSettings, make_plan
 
     s = settings.resolved()
     for name in s.backends:
@@ -231,7 +231,7 @@ def run_backend_bench(settings: BackendBenchSettings) -> dict:
     for name in s.backends:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         results[name] = run_isolated(name, s) if s.isolate else bench_backend(name, lm, plan, s)
-    return {"command": s.command or "python3 -m dynashape.bench_backends " + shlex.join(sys.argv[1:]),
+    return {"command": s.command or "python3 -m dynashape.bench.backends " + shlex.join(sys.argv[1:]),
             "machine": dict(machine_facts(s.device, s.dtype), loadavg_1m_start=load_before),
             "model": lm.info(), "settings": asdict(s),
             "plan": {"serve_seq": plan.serve["seq"].text(), "graph_seq": plan.graph["seq"].text(),
@@ -311,7 +311,7 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
-def main(argv: list[str] | None = None, prog: str = "python3 -m dynashape.bench_backends") -> int:
+def main(argv: list[str] | None = None, prog: str = "python3 -m dynashape.bench.backends") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     d = BackendBenchSettings()
     p.add_argument("--model", default=d.model)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ExportError
+from ..errors import ExportError
 
 SEQ_INPUTS = ("input_ids", "attention_mask", "position_ids")
 RETRY_WITH_ASSERTS = {"prefer_deferred_runtime_asserts_over_guards": True}

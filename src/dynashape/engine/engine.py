@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .backends import BACKENDS, CompileSettings, get_backend
-from .errors import BackendError, DynashapeError, EngineError
-from .models.load import dtype_name, model_from_config, parse_dtype
-from .shapes import ShapePlan
+from .. import __version__
+from ..backends import BACKENDS, CompileSettings, get_backend
+from ..errors import BackendError, DynashapeError, EngineError
+from ..models.load import dtype_name, model_from_config, parse_dtype
+from ..planning.shapes import ShapePlan
 
 ENGINE_FORMAT = 1
 PAD_ID = 0
@@ -288,7 +288,7 @@ def read_engine_meta(directory: Path) -> dict:
 
 def build_engine(loaded, plan: ShapePlan, settings: CompileSettings, out: str | Path | None = None) -> Engine:
     """Export ``loaded.model`` per ``plan`` and compile it with the chosen backend."""
-    from .export import check_program, export_plan
+    from ..graphs import check_program, export_plan
 
     backend = get_backend(settings.backend)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():

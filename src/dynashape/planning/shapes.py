@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ShapeError
+from ..errors import ShapeError
 
 PLAN_FORMAT = 1
 DIM_NAMES = ("batch", "seq")

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import int_list, print_json
-from .errors import DynashapeError, GenerateError, PlanError
-from .shapes import ShapePlan, parse_range
+from .main import int_list, print_json
+from ..errors import DynashapeError, GenerateError, PlanError
+from ..planning.shapes import ShapePlan, parse_range
 
 STATUS_MARK = {"OK": "OK      ", "ADJUSTED": "ADJUSTED", "REFUSED": "REFUSED "}
 
@@ -18,9 +18,9 @@ STATUS_MARK = {"OK": "OK      ", "ADJUSTED": "ADJUSTED", "REFUSED": "REFUSED "}
 # ---- planning -------------------------------------------------------------------------------------
 
 def plan_from_args(args, info: dict | None = None) -> tuple[ShapePlan, dict]:
-    from .models import load_info, parse_dtype
-    from .models.load import dtype_name
-    from .rules import PlanSettings, make_plan
+    from ..models import load_info, parse_dtype
+    from ..models.load import dtype_name
+    from ..planning.rules import PlanSettings, make_plan
 
     seq, batch = parse_range(args.seq, "seq"), parse_range(args.batch, "batch")
     dtype = dtype_name(parse_dtype(args.dtype))
@@ -80,8 +80,8 @@ def cmd_doctor(args) -> int:
 
 
 def _try_export(args, plan: ShapePlan) -> dict:
-    from .export import check_program, export_plan, program_sizes
-    from .models import load_model, parse_dtype
+    from ..graphs import check_program, export_plan, program_sizes
+    from ..models import load_model, parse_dtype
 
     lm = load_model(args.model, plan.attn_implementation, parse_dtype(args.dtype))
     t0 = time.perf_counter()
@@ -106,9 +106,9 @@ def _require_ok(plan: ShapePlan) -> None:
 # ---- compile / verify ------------------------------------------------------------------------------
 
 def cmd_compile(args) -> int:
-    from .backends import CompileSettings, get_backend, resolve_device
-    from .engine import build_engine, check_target
-    from .models import load_model, parse_dtype
+    from ..backends import CompileSettings, get_backend, resolve_device
+    from ..engine.engine import build_engine, check_target
+    from ..models import load_model, parse_dtype
 
     plan, _ = plan_from_args(args)
     _require_ok(plan)
@@ -128,7 +128,7 @@ def cmd_compile(args) -> int:
           f"export {engine.meta['export_s']:.1f} s, compile {engine.meta['compile_s']:.1f} s")
     print(f"serves    --seq {plan.serve['seq'].text()} --batch {plan.serve['batch'].text()}")
     if settings.backend in ("aoti", "onnx"):  # deployable: loading must not compile again
-        from .engine import Engine
+        from ..engine.engine import Engine
 
         t0 = time.perf_counter()
         loaded = Engine.load(args.out)
@@ -138,8 +138,8 @@ def cmd_compile(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .engine import Engine
-    from .verify import VerifySettings, verify_engine
+    from ..engine.engine import Engine
+    from ..verify import VerifySettings, verify_engine
 
     engine = Engine.load(args.engine)
     settings = VerifySettings(lengths=int_list(args.lengths, "--lengths"),
@@ -172,7 +172,7 @@ def cmd_verify(args) -> int:
 # ---- generate ------------------------------------------------------------------------------------
 
 def _prompts(args, tokenizer) -> list[list[int]]:
-    from .generate import parse_prompt_ids
+    from ..runtime.generate import parse_prompt_ids
 
     if args.prompt_ids and args.prompt:
         raise GenerateError("both --prompt and --prompt-ids were given.", "pass one of them.")
@@ -187,8 +187,8 @@ def _prompts(args, tokenizer) -> list[list[int]]:
 
 
 def cmd_generate(args) -> int:
-    from .generate import GenerateSettings
-    from .sampling import SamplingSettings
+    from ..runtime.generate import GenerateSettings
+    from ..runtime.sampling import SamplingSettings
 
     sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
     settings = GenerateSettings(args.max_new_tokens, sampling)

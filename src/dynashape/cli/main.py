@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .errors import DynashapeError
+from ..errors import DynashapeError
 
 EXIT_USAGE = 2
 
@@ -109,7 +109,7 @@ def int_list(text: str | None, flag: str) -> list[int] | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
-        from . import __version__
+        from .. import __version__
 
         print(f"dynashape {__version__}")
         return 0

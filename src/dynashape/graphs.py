@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.export import Dim
 
-from .shapes import Finding, ShapePlan
+from .planning.shapes import Finding, ShapePlan
 
 
 class LogitsOnly(torch.nn.Module):
@@ -81,7 +81,7 @@ def export_plan(model, plan: ShapePlan, device: str | torch.device = "cpu") -> E
             ep = _export_once(module, kwargs, shapes, {})
         return ExportResult(ep, time.perf_counter() - t0)
     except Exception as exc:  # torch raises many types; each is translated below
-        from . import diagnose
+        from .planning import diagnose
 
         error = diagnose.as_export_error(exc, input_names=names, plan=plan)
         d = error.diagnosis
@@ -91,7 +91,7 @@ def export_plan(model, plan: ShapePlan, device: str | torch.device = "cpu") -> E
         with torch.no_grad():
             ep = _export_once(module, kwargs, shapes, dict(d.retry))
     except Exception as exc2:
-        from . import diagnose
+        from .planning import diagnose
 
         raise diagnose.as_export_error(exc2, input_names=names, plan=plan) from None
     plan.findings.append(Finding("export-retry", "ADJUSTED",

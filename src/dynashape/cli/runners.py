@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from .backends import default_dtype, resolve_device
-from .errors import GenerateError
-from .generate import GenerateSettings, Limits, generate
+from ..backends import default_dtype, resolve_device
+from ..errors import GenerateError
+from ..runtime.generate import GenerateSettings, Limits, generate
 
 
 def _streamer(args, tokenizer):
@@ -44,8 +44,8 @@ def _result(target, runtime, prompts, outputs, seconds, tokenizer) -> dict:
 
 def generate_with_engine(args, settings: GenerateSettings, prompts_fn) -> dict:
     """No-cache generation through a compiled engine (each step runs the growing sequence)."""
-    from .engine import Engine
-    from .models.load import dtype_name, parse_dtype
+    from ..engine.engine import Engine
+    from ..models.load import dtype_name, parse_dtype
 
     engine = Engine.load(args.target, device=None if args.device in (None, "auto") else args.device)
     if args.dtype is not None and dtype_name(parse_dtype(args.dtype)) != engine.settings.dtype:
@@ -73,7 +73,7 @@ def generate_with_engine(args, settings: GenerateSettings, prompts_fn) -> dict:
 
 def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
     """Generation straight from a model: the lean KV-cache runtime, or the no-cache loop over HF."""
-    from .models import load_model, parse_dtype
+    from ..models import load_model, parse_dtype
 
     device = resolve_device(args.device)
     dtype = parse_dtype(args.dtype or default_dtype(device))
@@ -89,9 +89,9 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
     on_token = _streamer(args, lm.tokenizer)
     t0 = time.perf_counter()
     if args.runtime == "lean":
-        from .fastgen import FastGenerator
+        from ..runtime.fastgen import FastGenerator
 
-        from .generate import check_request
+        from ..runtime.generate import check_request
 
         check_request(prompts, settings, limits)
         longest = max(len(p) for p in prompts)
@@ -117,11 +117,11 @@ def generate_with_model(args, settings: GenerateSettings, prompts_fn) -> dict:
 
 def run_bench_command(args) -> int:
     """``dynashape bench``: the generation benchmark, or forward latency per backend (--backends)."""
-    from .cli import int_list
+    from .main import int_list
 
     argv = " ".join(sys.argv[1:]) or "bench"
     if args.backends:
-        from . import bench_backends as bb
+        from ..bench import backends as bb
 
         batches = int_list(args.batches, "--batches") or [1]
         s = bb.BackendBenchSettings(model=args.model, backends=tuple(args.backends.split(",")),
@@ -132,7 +132,7 @@ def run_bench_command(args) -> int:
         bb.write_results(result, s.out + ".json", s.out + ".png")
         print(bb.format_table(result))
         return 0
-    from . import bench
+    from ..bench import generate as bench
 
     kw = {}
     for key, flag in (("batches", "--batches"), ("prompt_lens", "--prompt-lens")):

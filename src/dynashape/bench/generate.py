@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import results
-from .errors import DynashapeError, GenerateError
-from .fastgen import FastGenerator, resolve_device, resolve_dtype, weight_bytes
-from .models.load import dtype_name, load_model
+from ..errors import DynashapeError, GenerateError
+from ..runtime.fastgen import FastGenerator, resolve_device, resolve_dtype, weight_bytes
+from ..models.load import dtype_name, load_model
 
 SYSTEMS = ("dynashape", "hf_eager", "hf_static_compile")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import GenerateError
+from ..errors import GenerateError
 from .sampling import SamplingSettings, make_generator, sample_next
 
 

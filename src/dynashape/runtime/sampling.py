@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import GenerateError
+from ..errors import GenerateError
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import backends
-from .errors import DynashapeError, GenerateError
-from .models import gpt2 as gpt2_module
-from .models.gpt2 import DECODE_ATTENTION, GPT2, PROJECTIONS
-from .models.load import parse_dtype
+from .. import backends
+from ..errors import DynashapeError, GenerateError
+from ..models import gpt2 as gpt2_module
+from ..models.gpt2 import DECODE_ATTENTION, GPT2, PROJECTIONS
+from ..models.load import parse_dtype
 from .sampling import SamplingSettings, make_generator, sample_next
 from .streaming import Clock, HostStream
 
@@ -108,8 +108,8 @@ def weight_bytes(module: torch.nn.Module) -> int:
 def _shape_plan(hf, max_batch: int, max_len: int):
     """The foundation's ShapePlan for prompts of 1..max_len tokens and 1..max_batch rows: it says which
     prompt lengths the dynamic prefill cannot take (length 1 is padded to 2) and records why."""
-    from .rules import PlanSettings, make_plan
-    from .shapes import Range
+    from ..planning.rules import PlanSettings, make_plan
+    from ..planning.shapes import Range
 
     info = {"name": getattr(hf.config, "name_or_path", "") or "gpt2", "n_positions": int(hf.config.n_positions),
             "vocab_size": int(hf.config.vocab_size), "n_layer": int(hf.config.n_layer),

@@ -1,0 +1,1 @@
+"""Benchmarks: generation side by side (``generate``), forward latency per backend (``backends``)."""

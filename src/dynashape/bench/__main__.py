@@ -1,0 +1,4 @@
+"""``python -m dynashape.bench``: the generation benchmark."""
+from .generate import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The generation runtime: the KV-cache loop, sampling and streaming."""
