@@ -1,4 +1,5 @@
-"""dynashape bench on the CPU with tiny sizes: the JSON schema, the physics, the files."""
+"""dynashape bench on the CPU with tiny sizes: an engine (loaded, or compiled in memory) against
+Hugging Face: the JSON schema, the physics, the speed-up, the files."""
 import json
 import os
 
@@ -6,33 +7,45 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dynashape.bench.generate import BenchSettings, decode_bytes, format_table, main, run_bench, write_results  # noqa: E402
+from dynashape.bench.__main__ import main  # noqa: E402
+from dynashape.bench.generate import BenchSettings, add_speedups, decode_bytes, run_bench, write_results  # noqa: E402
+from dynashape.bench.report import format_table  # noqa: E402
 from dynashape.errors import GenerateError  # noqa: E402
-from dynashape.models.gpt2 import GPT2Config  # noqa: E402
 
 RECORD_KEYS = {"system", "batch", "prompt_len", "new_tokens", "ttft_ms", "tpot_ms_median", "tpot_ms_p90",
-               "tokens_per_s", "gbps", "compile_s", "peak_mem_gb", "copy_share"}
+               "tokens_per_s", "gbps", "compile_s", "peak_mem_gb", "floor_ms", "floor_share"}
 
 
 @pytest.fixture(scope="module")
-def result():
-    s = BenchSettings(model="random:tiny", dtype="float32", device="cpu", batches=(1, 3), prompt_lens=(2, 9),
+def engine_dir(tmp_path_factory):
+    from dynashape import api
+
+    out = tmp_path_factory.mktemp("bench") / "engine"
+    api.compile("random:tiny", seq="1:32", batch="1:3", backend="eager", out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def result(engine_dir):
+    s = BenchSettings(target=str(engine_dir), dtype="float32", device="cpu", batches=(1, 3), prompt_lens=(2, 9),
                       new_tokens=6, repeats=2, command="pytest bench smoke")
     return run_bench(s)
 
 
-def test_json_has_machine_facts_and_a_record_per_system_and_size(result):
+def test_json_has_machine_facts_engine_times_and_a_record_per_system_and_size(result, engine_dir):
     for key in ("gpu", "torch", "transformers", "dtype", "copy_gbps", "command"):
         assert key in result
     assert result["copy_gbps"] > 0 and result["command"] == "pytest bench smoke"
+    e = result["engine"]
+    assert e["source"] == "loaded" and e["path"] == str(engine_dir) and e["backend"] == "eager"
+    assert e["load_s"] > 0 and e["plan"]["cache_slots"] == 4
     runs = result["runs"]
     assert len(runs) == 3 * 2 * 2
-    measured = [r for r in runs if r["system"] in ("dynashape", "hf_eager")]
-    for r in measured:
+    for r in [r for r in runs if r["system"] in ("dynashape", "hf_eager")]:
         assert RECORD_KEYS <= set(r), set(RECORD_KEYS) - set(r)
         assert r["made_tokens"] == 6                         # EOS ignored: the whole budget every time
-        assert 0 < r["tpot_ms_median"] <= r["tpot_ms_p90"] and r["ttft_ms"] > 0 and r["gbps"] > 0
-        assert r["tokens_per_s"] > 0 and r["compile_s"] >= 0
+        assert r["ttft_ms"] > 0 and r["gbps"] > 0 and r["tokens_per_s"] > 0
+        assert abs(r["floor_share"] - r["floor_ms"] / r["tpot_ms_median"]) < 0.5 * r["floor_share"] + 1e-6
     for r in runs:
         if r["system"] == "dynashape":                       # fp32: our tokens are HF's top-1 every step
             assert r["top1_agreement_vs_hf"] == 1.0
@@ -42,10 +55,18 @@ def test_json_has_machine_facts_and_a_record_per_system_and_size(result):
 
 
 def test_decode_bytes_counts_weights_once_and_only_kv_in_use():
-    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=8, vocab_size=10, n_positions=32)
+    m = {"n_layer": 2, "n_embd": 8}
     per_pos = 2 * 2 * 8 * 2                                 # K+V, 2 layers, 8 wide, fp16
     # two rows of length 3 and 5, two steps: step 0 reads 4 + 6 positions, step 1 reads 5 + 7
-    assert decode_bytes(1000, cfg, 2, [3, 5], 2) == 2 * 1000 + per_pos * (4 + 6 + 5 + 7)
+    assert decode_bytes(1000, m, 2, [3, 5], 2) == 2 * 1000 + per_pos * (4 + 6 + 5 + 7)
+
+
+def test_speedup_compares_the_same_size_against_hf_static():
+    runs = [dict(system="hf_static_compile", batch=1, prompt_len=7, tpot_ms_median=2.0),
+            dict(system="dynashape", batch=1, prompt_len=7, tpot_ms_median=0.25),
+            dict(system="dynashape", batch=8, prompt_len=7, tpot_ms_median=0.5)]
+    add_speedups(runs)
+    assert runs[1]["speedup_vs_hf_static"] == 8.0 and "speedup_vs_hf_static" not in runs[2]
 
 
 def test_write_results_is_atomic_and_plots(result, tmp_path):
@@ -60,7 +81,7 @@ def test_table_lists_every_system(result):
     table = format_table(result)
     for system in ("dynashape", "hf_eager", "hf_static_compile"):
         assert system in table
-    assert "ttft_ms" in table and "needs CUDA" in table
+    assert "floor%" in table and "needs CUDA" in table and "engine eager (loaded" in table
 
 
 def test_bad_settings_are_refused():
@@ -70,20 +91,19 @@ def test_bad_settings_are_refused():
         BenchSettings(new_tokens=1)
 
 
-def test_main_writes_json_png_and_prints_the_table(tmp_path, capsys):
+def test_main_compiles_a_model_in_memory_writes_json_png_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "m"
-    rc = main(["--model", "random:tiny", "--device", "cpu", "--dtype", "float32", "--batches", "2",
-               "--prompt-lens", "4", "--new-tokens", "3", "--systems", "dynashape", "--repeats", "1",
-               "--out", str(out)])
+    rc = main(["--target", "random:tiny", "--device", "cpu", "--dtype", "float32", "--backend", "eager",
+               "--batches", "2", "--prompt-lens", "4", "--new-tokens", "3", "--systems", "dynashape",
+               "--repeats", "1", "--out", str(out)])
     assert rc == 0
     data = json.loads((tmp_path / "m.json").read_text())
-    assert data["command"].startswith("python -m dynashape.bench --model random:tiny")
+    assert data["command"].startswith("python -m dynashape.bench --target random:tiny")
+    assert data["engine"]["source"] == "compiled in memory" and data["engine"]["build_s"] > 0
     assert [r["system"] for r in data["runs"]] == ["dynashape"] and (tmp_path / "m.png").exists()
     assert "dynashape" in capsys.readouterr().out
 
 
 def test_main_reports_bad_input_in_one_line(capsys):
-    assert main(["--model", "random:tiny", "--device", "cpu", "--dtype", "float8"]) == 2
+    assert main(["--target", "random:tiny", "--device", "cpu", "--dtype", "float8"]) == 2
     assert "unknown dtype" in capsys.readouterr().err
-
-

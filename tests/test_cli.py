@@ -124,10 +124,11 @@ def test_compile_writes_engine_dir(compiled):
     proc, path = compiled
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert {"engine.json", "plan.json", "program.pt2"} <= {p.name for p in path.iterdir()}
+    assert {"engine.json", "plan.json", "weights.safetensors", "model.json"} <= {p.name for p in path.iterdir()}
     meta = json.loads((path / "engine.json").read_text())
     assert meta["backend"] == "eager" and meta["compile_args"]["seq"] == "1:64"
-    assert "serves    --seq 1:64 --batch 1:3" in proc.stdout
+    assert "serves    --seq 1:64 --batch 1:3" in proc.stdout and "without compiling" in proc.stdout
+    assert "  load random:tiny ..." in proc.stdout                # each step says what it took
     assert_no_leftovers(path)
 
 
@@ -135,10 +136,12 @@ def test_compile_writes_engine_dir(compiled):
 def test_verify_every_line_ok(engine_dir):
     p = run_sub(["verify", str(engine_dir)], engine_dir.parent)
     assert p.returncode == 0, p.stderr
-    rows = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("batch")]
-    assert len(rows) >= 10
+    rows = [ln for ln in p.stdout.splitlines() if ln.strip().startswith(("prefill", "decode", "greedy"))]
+    assert len(rows) >= 30
     assert all(ln.rstrip().endswith(" ok") for ln in rows), p.stdout
-    assert any("seq    64" in ln for ln in rows) and any("seq     1" in ln for ln in rows)
+    assert any("seq       64" in ln for ln in rows) and any("seq        1" in ln for ln in rows)
+    assert any(ln.strip().startswith("decode") and "pos       63" in ln for ln in rows)   # the last position
+    assert "result    greedy: 3/3 ok" in p.stdout
 
 
 @pytest.mark.integration
@@ -169,7 +172,9 @@ def test_hub_id_offline_fails_fast(tmp_path):
 def test_doctor_try_exports(capsys):
     rc, out, err = run_main(capsys, "doctor", "random:tiny", "--seq", "1:256", "--batch", "1:4", "--try")
     assert rc == 0, err
-    assert "export    OK" in out and "graph ranges" in out
+    assert "export    OK" in out and "prefill and decode exported with batch 2..4, seq 2..256" in out
+    rc, out, err = run_main(capsys, "doctor", "random:tiny", "--seq", "1:64", "--backend", "onnx", "--try")
+    assert rc == 0 and "graph ranges batch 1 (static), seq 2..64" in out, err
 
 
 @pytest.mark.integration
@@ -178,14 +183,15 @@ def test_verify_json(capsys, engine_dir):
     assert rc == 0, err
     report = json.loads(out)
     assert report["ok"] is True and report["backend"] == "eager"
-    assert all(r["ok"] for r in report["results"]) and len(report["results"]) >= 10
+    for check in ("prefill", "decode", "greedy"):
+        assert report[check]["ok"] and all(r["ok"] for r in report[check]["results"]) and report[check]["points"]
 
 
 @pytest.mark.integration
 def test_verify_chosen_lengths(capsys, engine_dir):
     rc, out, err = run_main(capsys, "verify", engine_dir, "--lengths", "1,2,64", "--batches", "1,3", "--json")
     assert rc == 0, err
-    points = {(r["batch"], r["seq"]) for r in json.loads(out)["results"]}
+    points = {(r["batch"], r["seq"]) for r in json.loads(out)["prefill"]["results"]}
     assert {(1, 1), (1, 2), (1, 64), (3, 8)} <= points
 
 
@@ -307,17 +313,18 @@ def _edit_json(path: Path, **changes) -> None:
 
 CORRUPTIONS = {
     "garbage engine.json": (lambda d: (d / "engine.json").write_text("{not json"), "engine.json is corrupt"),
-    "engine.json not an object": (lambda d: (d / "engine.json").write_text("[1, 2]"), "engine format"),
-    "missing program.pt2": (lambda d: (d / "program.pt2").unlink(), "missing its program"),
-    "truncated program.pt2": (lambda d: os.truncate(d / "program.pt2", 1000), "checksum"),
+    "engine.json not an object": (lambda d: (d / "engine.json").write_text("[1, 2]"), "engine.json is corrupt"),
+    "missing weights": (lambda d: (d / "weights.safetensors").unlink(), "missing its weights"),
+    "truncated weights": (lambda d: os.truncate(d / "weights.safetensors", 1000), "checksum"),
     "other format": (lambda d: _edit_json(d / "engine.json", format=99), "format 99"),
     "other version": (lambda d: _edit_json(d / "engine.json", dynashape="7.0.0"), "7.0.0"),
     "unknown backend": (lambda d: _edit_json(d / "engine.json", backend="warp"), "warp"),
     "missing plan.json": (lambda d: (d / "plan.json").unlink(), "plan.json"),
     "garbage plan.json": (lambda d: (d / "plan.json").write_text("[1,"), "corrupt"),
     "plan.json of another format": (lambda d: _edit_json(d / "plan.json", format=5), "plan format 5"),
-    "unchecked bad program": (lambda d: (_edit_json(d / "engine.json", artifacts={}),
-                                         (d / "program.pt2").write_bytes(b"xx")), "corrupt"),
+    "unchecked bad weights": (lambda d: (_edit_json(d / "engine.json", artifacts={}),
+                                         (d / "weights.safetensors").write_bytes(b"xx")), "corrupt"),
+    "engine of the previous format": (lambda d: _edit_json(d / "engine.json", format=1), "older dynashape"),
 }
 
 
@@ -332,7 +339,7 @@ def test_corrupt_engine_dir(capsys, engine_copy, kind):
 @pytest.mark.integration
 def test_corrupt_program_no_traceback_logged(engine_copy):
     """torch logs a traceback before raising on a bad archive; a user must see one line only."""
-    CORRUPTIONS["unchecked bad program"][0](engine_copy)
+    CORRUPTIONS["unchecked bad weights"][0](engine_copy)
     p = run_sub(["verify", str(engine_copy)], engine_copy.parent)
     assert_user_error(p.returncode, p.stdout, p.stderr, "corrupt", f"-o {engine_copy} --force")
 
@@ -424,7 +431,7 @@ def test_failed_compile_leaves_nothing_and_keeps_good_engine(capsys, monkeypatch
     (["--prompt", "hello", "--prompt-ids", "1"], "one of them"),
     (["--prompt-ids", "1,2", "--max-new-tokens", "63"], "65"),
     (["--prompt-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
-    (["--prompt-ids", "1", "--prompt-ids", "2", "--prompt-ids", "3", "--prompt-ids", "4"], "batch range 1..3"),
+    (["--prompt-ids", "1", "--prompt-ids", "2", "--prompt-ids", "3", "--prompt-ids", "4"], "batch max 3"),
     (["--prompt-ids", "1", "--temperature", "-1"], "temperature"),
     (["--prompt-ids", "1", "--top-p", "0"], "top-p"),
     (["--prompt-ids", "1", "--dtype", "int8"], "int8"),
@@ -436,8 +443,8 @@ def test_generate_bad_requests_on_engine(capsys, engine_dir, flags, needle):
 
 def test_generate_beyond_engine_range_names_rebuild(capsys, engine_dir):
     line = assert_user_error(*run_main(capsys, "generate", engine_dir, "--prompt-ids", "1,2",
-                                       "--max-new-tokens", "63"), "64 positions")
-    assert "--max-new-tokens 62" in line and f"-o {engine_dir} --force" in line
+                                       "--max-new-tokens", "63"), "65 positions is beyond this engine's 64")
+    assert "--max-new-tokens 62 or less" in line and "--seq 1:65" in line and f"-o {engine_dir} --force" in line
 
 
 @pytest.mark.parametrize("flags,needle", [
@@ -452,7 +459,7 @@ def test_generate_beyond_engine_range_names_rebuild(capsys, engine_dir):
     (["--prompt-ids", "1", "--runtime", "warp"], "--runtime"),
 ])
 def test_generate_bad_requests_on_model(capsys, flags, needle):
-    for runtime in ("nocache", "lean"):
+    for runtime in ("nocache", "engine"):
         args = [*flags] if "--runtime" in flags else ["--runtime", runtime, *flags]
         assert_user_error(*run_main(capsys, "generate", "random:tiny", *args), needle)
 

@@ -11,9 +11,10 @@ def test_demo_tells_the_whole_story(tmp_path, capsys):
     assert main(["demo", "--model", "random:tiny", "--backend", "eager", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "dynashape says:" in text                        # 1. the trap, diagnosed
-    assert "ADJUSTED  seq-specialisation" in text           # 2. doctor
-    assert (out / "engine.json").is_file()                  # 3. compile wrote an engine
-    assert "points match the eager model" in text           # 4. verify
+    assert "OK        cuda-graphs" in text and "plan      generation engine" in text    # 2. doctor
+    assert (out / "engine.json").is_file()                  # 3. compile wrote an engine,
+    assert "s to the first tokens (no compiling)" in text   #    loaded by a fresh process
+    assert "points match the eager model (prefill" in text and "decode 16/16" in text   # 4. verify
     assert "identical, token for token" in text             # 5. generate vs HF
     assert text.rstrip().splitlines()[-1].startswith("done")
 

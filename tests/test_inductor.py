@@ -1,31 +1,34 @@
-"""The inductor backend: one compiled graph serves the whole planned range, with no recompilation."""
+"""The inductor backend: one precompiled prefill and one decode graph serve the whole planned range,
+with no compilation after the build (and the trap it avoids: plain mark_dynamic from 1 recompiles)."""
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from conftest import hf_logits, make_plan_for
-from dynashape.backends import CompileSettings
-from dynashape.engine import build_engine
+from dynashape import api
 
 pytestmark = [pytest.mark.integration]
 
-SIZES = [(1, 1), (1, 2), (2, 2), (4, 4), (4, 64), (2, 63), (3, 17), (1, 64), (4, 1), (2, 3)]
 
+def test_whole_range_without_compiling_after_the_build(tiny, monkeypatch):
+    import torch._inductor.compile_fx as cfx
 
-def _graphs() -> int:
-    return counters["stats"]["unique_graphs"]
-
-
-def test_whole_range_without_recompiling(tiny):
-    torch._dynamo.reset()
-    counters.clear()
-    engine = build_engine(tiny, make_plan_for(tiny, "1:64", "1:4"), CompileSettings(backend="inductor"))
-    after_build = _graphs()
-    assert after_build in (1, 2)                 # once at the planned examples (twice if a cache clash retried)
-    for b, t in SIZES:
-        ids = torch.randint(0, 1000, (b, t))
-        torch.testing.assert_close(engine(ids), hf_logits(tiny, ids), atol=1e-4, rtol=1e-4)
-    assert _graphs() == after_build              # not one recompile anywhere in the range
+    engine = api.compile("random:tiny", seq="1:64", batch="1:4", backend="inductor", loaded=tiny)
+    calls = []
+    real = cfx.compile_fx_inner
+    monkeypatch.setattr(cfx, "compile_fx_inner", lambda *a, **k: calls.append(1) or real(*a, **k))
+    frames = counters["frames"]["total"]
+    ref = engine.reference_model()
+    gen = engine.generator
+    for b, t in [(1, 1), (1, 2), (2, 2), (4, 4), (4, 64), (2, 63), (3, 17), (1, 64), (4, 1), (2, 3)]:
+        prompts = torch.randint(0, 1000, (b, t)).tolist()
+        with torch.no_grad():
+            got = gen.prefill_logits(prompts)
+            want = ref(input_ids=torch.tensor(prompts)).logits[:, -1]
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        n = max(1, min(5, 64 - t))
+        out = engine.generate([p[:64 - n] for p in prompts], n, ignore_eos=True)
+        assert [len(r) for r in out] == [n] * b
+    assert calls == [] and counters["frames"]["total"] == frames       # not one compile anywhere in the range
 
 
 def test_plain_mark_dynamic_from_one_is_the_trap_we_avoid(tiny):
@@ -36,6 +39,6 @@ def test_plain_mark_dynamic_from_one_is_the_trap_we_avoid(tiny):
     ids = torch.randint(0, 1000, (1, 16))
     torch._dynamo.mark_dynamic(ids, 1, min=1, max=64)
     model(ids)
-    first = _graphs()
+    first = counters["stats"]["unique_graphs"]
     model(torch.randint(0, 1000, (1, 1)))        # length 1: torch compiles another graph
-    assert _graphs() > first
+    assert counters["stats"]["unique_graphs"] > first

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _PUBLIC = {
-    "plan": "api", "compile": "api",
+    "plan": "api", "compile": "api", "load": "api", "verify": "api",
     "Range": "planning.shapes", "ShapePlan": "planning.shapes", "parse_range": "planning.shapes",
     "PlanSettings": "planning.rules", "make_plan": "planning.rules",
     "load_model": "models", "export_plan": "graphs",
     "CompileSettings": "backends", "Engine": "engine", "build_engine": "engine",
-    "VerifySettings": "verify", "verify_engine": "verify",
-    "GenerateSettings": "runtime.generate", "SamplingSettings": "runtime.sampling",
+    "VerifySettings": "verification", "verify_engine": "verification",
+    "SamplingSettings": "runtime.sampling", "Request": "runtime.state",
     "DynashapeError": "errors", "ShapeError": "errors", "PlanError": "errors", "ModelError": "errors",
     "ExportError": "errors", "EngineError": "errors", "BackendError": "errors", "GenerateError": "errors",
     "VerifyError": "errors",

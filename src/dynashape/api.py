@@ -1,15 +1,18 @@
-"""The library in two calls, for users who do not want the CLI.
+"""The library, without the CLI.
 
     import dynashape
-    plan = dynashape.plan("random:gpt2", seq="1:1024", batch="1:8")      # ShapePlan (refusals inside)
-    engine = dynashape.compile("random:gpt2", seq="1:1024", batch="1:8", backend="inductor")
-    logits = engine(torch.tensor([[464, 3290, 318]]))
-    engine.save("engines/gpt2"); engine = dynashape.Engine.load("engines/gpt2")
+    plan = dynashape.plan("random:gpt2", seq="1:1024", batch="1:8")          # ShapePlan (refusals inside)
+    engine = dynashape.compile("random:gpt2", seq="1:1024", batch="1:8", out="engines/gpt2")
+    engine = dynashape.load("engines/gpt2")                                  # another process: no compiling
+    tokens = engine.generate([[464, 3290, 318]], max_new_tokens=20)
+    report = dynashape.verify(engine)                                        # prefill, decode, greedy vs HF
 """
 from __future__ import annotations
 
-from .backends import CompileSettings
-from .engine.engine import Engine, build_engine
+from pathlib import Path
+
+from .backends import CompileSettings, get_backend, resolve_device
+from .engine import Engine, build_engine, check_target
 from .errors import PlanError
 from .models import load_info, load_model, parse_dtype
 from .models.load import dtype_name
@@ -17,19 +20,75 @@ from .planning.rules import PlanSettings, make_plan
 from .planning.shapes import ShapePlan, parse_range
 
 
-def plan(model: str, seq: str, batch: str = "1", **settings) -> ShapePlan:
-    """The ShapePlan for ``model`` (config only, no weights); check ``plan.ok`` / ``plan.refused``."""
+def plan(model: str, seq: str, batch: str = "1", device: str = "cpu", dtype: str = "float32",
+         **settings) -> ShapePlan:
+    """The ShapePlan for ``model`` (config only, no weights); check ``plan.ok`` / ``plan.refused``.
+
+    ``settings`` are PlanSettings fields: backend, attn, kernels, graph_batches, prefill_bucket, ...
+    """
     attn = settings.pop("attn", "sdpa")
-    return make_plan(load_info(model, attn), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"),
-                                                          attn=attn, **settings))
-
-
-def compile(model: str, seq: str, batch: str = "1", backend: str = "inductor", device: str = "cpu",
-            dtype: str = "float32", **plan_settings) -> Engine:
-    """Plan, export and compile; raises PlanError when the request cannot be served."""
+    if attn not in ("sdpa", "eager"):
+        raise PlanError(f"unknown attention implementation {attn!r}.", "use --attn sdpa or --attn eager.")
     dtype = dtype_name(parse_dtype(dtype))
-    p = plan(model, seq, batch, dtype=dtype, **plan_settings)
+    return make_plan(load_info(model, attn), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"),
+                                                          attn=attn, device=device, dtype=dtype, **settings))
+
+
+def require_ok(p: ShapePlan) -> None:
     if not p.ok:
-        raise PlanError(p.refused[0].message, p.refused[0].fix)
-    lm = load_model(model, p.attn_implementation, parse_dtype(dtype))
-    return build_engine(lm, p, CompileSettings(backend=backend, device=device, dtype=dtype))
+        r = p.refused[0]
+        raise PlanError(f"cannot serve this request: {r.message}", r.fix)
+
+
+def compile(model: str, seq: str, batch: str = "1", backend: str = "auto", device: str = "cpu",
+            dtype: str = "float32", out: str | Path | None = None, force: bool = False, progress=None,
+            loaded=None, **plan_settings) -> Engine:
+    """Plan, build and (with ``out``) save an engine; raises PlanError when the request cannot be served.
+
+    Everything cheap is checked first (the plan, the backend, the device, the output directory), so a
+    mistake costs no compile time. ``progress(what)`` is an optional context-manager factory per step.
+    """
+    device = resolve_device(device)
+    p = plan(model, seq, batch, device=device, dtype=dtype, backend=backend, **plan_settings)
+    require_ok(p)
+    get_backend(p.runtime.backend)
+    if out is not None:
+        check_target(Path(out), force)
+    lm = loaded
+    if lm is None:
+        with (progress or _no_progress)(f"load {model}"):
+            lm = load_model(model, p.attn_implementation, parse_dtype(p.dtype))
+    engine = build_engine(lm, p, CompileSettings(backend=p.runtime.backend, device=device, dtype=p.dtype),
+                          out=out, progress=progress)
+    if out is not None:
+        with (progress or _no_progress)(f"save {out}"):
+            engine.save(out, force=force)
+    return engine
+
+
+def load(directory: str | Path, device: str | None = None) -> Engine:
+    """An engine directory, checked and ready to generate, without compiling anything."""
+    return Engine.load(directory, device=device)
+
+
+def verify(engine, settings=None, on_result=None):
+    """Prefill sweep, decode steps and greedy tokens against the eager Hugging Face model."""
+    from .verification import VerifySettings, verify_engine
+
+    if not isinstance(engine, Engine):
+        engine = Engine.load(engine)
+    return verify_engine(engine, settings or VerifySettings(), on_result=on_result)
+
+
+class _NoProgress:
+    def __init__(self, what: str):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_no_progress = _NoProgress

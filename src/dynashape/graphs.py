@@ -1,9 +1,16 @@
-"""Plan -> ``torch.export.ExportedProgram``.
+"""Plan -> the graphs an engine compiles.
 
-The model is wrapped so the graph takes exactly the plan's inputs and returns only the logits
-(``use_cache=False``). Every axis named the same in the plan shares one ``torch.export.Dim``; static
-axes get ``None``. When torch still raises, the error is translated by ``diagnose``; a retry is made
-once when the diagnosis says one is safe, and the plan's findings say so.
+Forward graphs (onnx, tensorrt): the Hugging Face model is wrapped so the graph takes exactly the
+plan's inputs and returns only the logits (``use_cache=False``); ``export_plan`` exports it. Every
+axis named the same in the plan shares one ``torch.export.Dim``; static axes get ``Dim.STATIC``. When
+torch still raises, the error is translated by ``diagnose``; a retry is made once when the diagnosis
+says one is safe, and the plan's findings say so.
+
+Generation graphs (eager, inductor, aoti): ``prefill`` and ``decode`` of the lean model, functions of
+``(model, *inputs, k, v)`` whose cache tensors ``k, v`` are explicit inputs updated in place (one
+cache shared by both graphs; a mutated buffer would give each compiled graph its own copy).
+``generation_examples`` gives their example inputs at the plan's example sizes and ``graph_dims``
+the plan's dynamic dimension of every axis; ``export_generation`` exports them (for AOTInductor).
 """
 from __future__ import annotations
 
@@ -130,3 +137,58 @@ def check_program(ep: torch.export.ExportedProgram, plan: ShapePlan) -> list[Fin
     if not findings:
         findings.append(Finding("program-check", "OK", "exported graph has the planned dynamic dimensions."))
     return findings
+
+
+# ---- generation graphs --------------------------------------------------------------------------
+
+def prefill_graph(model, idx, last, slots, k, v):
+    return model.prefill(idx, last, slots, k, v)
+
+
+def decode_graph(model, tok, pos, slots, k, v):
+    return model.decode(tok, pos, slots, k, v)
+
+
+GENERATION_GRAPHS = {"prefill": prefill_graph, "decode": decode_graph}
+
+
+def generation_examples(plan: ShapePlan, device) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Example inputs (without model and cache) per graph, at the plan's example sizes (>= 2, distinct)."""
+    B, T = plan.examples["batch"], plan.examples["seq"]
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, plan.model["vocab_size"], (B, T), generator=g).to(dev)
+    slots = torch.arange(B, device=dev)
+    return {"prefill": (ids, torch.full((B,), T - 1, device=dev), slots),
+            "decode": (ids[:, 0].contiguous(), torch.full((B,), T, device=dev), slots)}
+
+
+def graph_dims(plan: ShapePlan, graph: str) -> list[dict[int, tuple[int, int]]]:
+    """Per input of ``graph`` (plan order): {axis: (min, max)} of its dynamic axes."""
+    out = []
+    for spec in plan.graphs[graph]:
+        out.append({axis: (plan.graph[d].min, plan.graph[d].max) for axis, d in enumerate(spec.dims)
+                    if not plan.graph[d].static})
+    return out
+
+
+class _GraphModule(torch.nn.Module):
+    """``fn(model, *inputs)`` as a module, so torch.export sees the lean model's weights as parameters."""
+
+    def __init__(self, model, fn):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, a, b, slots, k, v):          # prefill: idx, last; decode: tok, pos
+        return self.fn(self.model, a, b, slots, k, v)
+
+
+def export_generation(model, plan: ShapePlan, graph: str, k, v) -> torch.export.ExportedProgram:
+    """torch.export of one generation graph with the plan's dynamic dims; the cache inputs are static."""
+    dims = {name: Dim(name, min=r.min, max=r.max) for name, r in plan.graph.items() if not r.static}
+    shapes = [{axis: dims[d] for axis, d in enumerate(spec.dims) if d in dims} or None for spec in plan.graphs[graph]]
+    args = generation_examples(plan, k[0].device)[graph] + (k, v)
+    module = _GraphModule(model, GENERATION_GRAPHS[graph]).eval()
+    static = [[None] * len(k), [None] * len(v)]                # per-layer cache tensors: static shapes
+    with torch.no_grad():
+        return torch.export.export(module, args, dynamic_shapes=shapes + static, strict=False)

@@ -1,13 +1,17 @@
-"""Backends: one module per backend, one small protocol.
+"""Backends: one module per backend, one small protocol over named graphs.
 
-A backend module defines ``NAME`` and three functions::
+A backend module defines ``NAME``, ``KIND`` ("generation": the plan's ``prefill`` and ``decode``
+graphs of the lean model; "forward": a no-cache ``forward`` graph of the exported program) and::
 
-    compile(program, plan, settings) -> runner       # runner(**inputs) -> logits (B, T, V)
-    save(runner, directory) -> dict[str, str]        # extra artifact files written (name -> file)
-    load(directory, program, plan, settings) -> runner
+    build(plan, settings, model=None, program=None, hf_model=None) -> {graph name: callable}
+    save(runners, directory) -> {artifact name: file or folder written}
+    load(directory, plan, settings, model=None, program=None) -> {graph name: callable}
 
-The engine saves the exported program itself (program.pt2) for every backend, so a backend only
-writes what it adds. Optional backends import their heavy dependencies inside these functions.
+Generation runners are ``prefill(idx, last, slots, k, v) -> logits (B, V)`` and
+``decode(tok, pos, slots, k, v) -> logits (B, V)`` (cache ``k, v`` updated in place); the forward
+runner is ``forward(**inputs) -> logits (B, T, V)``. The engine saves the weights (or the exported
+program) itself, so a backend only writes what it adds, and ``load`` must not compile the model
+again. Optional backends import their heavy dependencies inside these functions.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ BACKENDS = {
 class CompileSettings:
     """How to build an engine. Defaults live here."""
 
-    backend: str = "inductor"
+    backend: str = "eager"
     device: str = "cpu"
     dtype: str = "float32"
 

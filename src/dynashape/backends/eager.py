@@ -1,16 +1,61 @@
-"""``eager``: the exported program's own module, run by PyTorch without compilation."""
+"""``eager``: the lean model's prefill and decode run by PyTorch as they are, with no compiler.
+
+On a GPU the plan's decode kernels are dynashape's own Triton kernels (``models/kernels``) and the
+runtime captures every step in a CUDA graph, so the Python above them runs once per capture, not
+once per token. Triton keeps each compiled kernel in its cache folder; the build compiles into a
+folder of its own, the engine stores it (``triton/``), and a load copies it into the process's
+Triton cache, so a fresh process launches the kernels without compiling them again. Loading is
+reading the weights.
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 NAME = "eager"
+KIND = "generation"
+TRITON_DIR = "triton"
 
 
-def compile(program, plan, settings):
-    return program.module()
+class Runners(dict):
+    """Graph name -> callable, plus the Triton cache folder the build compiled into (or None)."""
+    triton_cache: str | None = None
 
 
-def save(runner, directory) -> dict[str, str]:
-    return {}  # the engine's program.pt2 is all this backend needs
+def _bind(model) -> Runners:
+    return Runners(prefill=model.prefill, decode=model.decode)
 
 
-def load(directory, program, plan, settings):
-    return program.module()
+def build(plan, settings, model=None, program=None, hf_model=None) -> Runners:
+    runners = _bind(model)
+    if plan.runtime.kernels == "fused":
+        # compile the kernels into a folder of our own, so the engine can carry exactly them
+        runners.triton_cache = tempfile.mkdtemp(prefix="dynashape-triton-")
+        os.environ["TRITON_CACHE_DIR"] = runners.triton_cache
+    return runners
+
+
+def save(runners, directory) -> dict[str, str]:
+    folder = getattr(runners, "triton_cache", None)
+    if not folder or not any(Path(folder).iterdir()):
+        return {}
+    shutil.copytree(folder, Path(directory) / TRITON_DIR)
+    return {"triton_kernels": TRITON_DIR}
+
+
+def triton_cache_dir() -> Path:
+    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+
+
+def install_kernels(directory) -> None:
+    """Copy the engine's compiled kernels into this process's Triton cache (entries are content-addressed)."""
+    src = Path(directory) / TRITON_DIR
+    if src.is_dir():
+        shutil.copytree(src, triton_cache_dir(), dirs_exist_ok=True)
+
+
+def load(directory, plan, settings, model=None, program=None) -> Runners:
+    install_kernels(directory)
+    return _bind(model)

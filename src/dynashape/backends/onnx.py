@@ -32,10 +32,10 @@ from torch.export import Dim
 from ..errors import BackendError, EngineError
 from ..graphs import dynamic_shapes, example_inputs
 from ..planning.shapes import Range
-from .aoti import REBUILD, read_sidecar, write_sidecar
+from .sidecar import REBUILD, read_sidecar, write_sidecar
 
 NAME = "onnx"
-NEEDS_MODEL = True       # build_engine passes the HF model: the decode graph is exported from it
+KIND = "forward"
 MODEL_FILE, DECODE_FILE = "model.onnx", "decode.onnx"
 PROFILE_JSON, PROFILE_TXT, SIDECAR = "trt_profile.json", "trt_profile.txt", "onnx.json"
 INSTALL = "pip install dynashape[onnx]"
@@ -302,7 +302,7 @@ class OnnxRunner:
 
 # ---- protocol -----------------------------------------------------------------------------------
 
-def compile(program, plan, settings, model=None) -> OnnxRunner:
+def _compile(program, plan, settings, model=None) -> OnnxRunner:
     require_onnx()
     workdir = Path(tempfile.mkdtemp(prefix="dynashape-onnx-"))
     try:
@@ -330,13 +330,14 @@ def compile(program, plan, settings, model=None) -> OnnxRunner:
         raise
 
 
-def save(runner: OnnxRunner, directory) -> dict[str, str]:
+def save(runners, directory) -> dict[str, str]:
+    runner = runners["forward"]
     for name in runner.files:
         shutil.copyfile(runner.folder / name, Path(directory) / name)
     return {f"onnx:{name}": name for name in runner.files}
 
 
-def load(directory, program, plan, settings) -> OnnxRunner:
+def _load(directory, program, plan, settings) -> OnnxRunner:
     require_onnx()
     directory = Path(directory)
     side = read_sidecar(directory, SIDECAR, NAME, plan)
@@ -349,3 +350,11 @@ def load(directory, program, plan, settings) -> OnnxRunner:
         first = (str(e).strip().splitlines() or [""])[0][:120]
         raise EngineError(f"{directory}/{MODEL_FILE} could not be loaded by onnxruntime ({type(e).__name__}: "
                           f"{first}).", REBUILD.format(backend=NAME)) from None
+
+
+def build(plan, settings, model=None, program=None, hf_model=None) -> dict:
+    return {"forward": _compile(program, plan, settings, model=hf_model)}
+
+
+def load(directory, plan, settings, model=None, program=None) -> dict:
+    return {"forward": _load(directory, program, plan, settings)}

@@ -25,10 +25,11 @@ import torch
 from ..errors import BackendError, EngineError
 from ..graphs import dynamic_shapes, example_inputs
 from ..models.load import parse_dtype
-from .aoti import REBUILD, read_sidecar, write_sidecar
+from .sidecar import REBUILD, read_sidecar, write_sidecar
 from .onnx import nocache_spec, trt_profile
 
 NAME = "tensorrt"
+KIND = "forward"
 ARTIFACT, SIDECAR = "trt.ep", "tensorrt.json"
 INSTALL = "pip install dynashape[tensorrt] (needs an NVIDIA GPU with CUDA; see the README's TensorRT section)."
 
@@ -88,7 +89,7 @@ def _check_device(settings) -> None:
                            "run it on a GPU machine, or use --backend aoti / onnx here.")
 
 
-def compile(program, plan, settings) -> TrtRunner:
+def _compile(program, plan, settings) -> TrtRunner:
     trt = require_torch_tensorrt()
     _check_device(settings)
     compile_fn = trt.dynamo.compile
@@ -100,7 +101,8 @@ def compile(program, plan, settings) -> TrtRunner:
     return TrtRunner(module, plan, settings)
 
 
-def save(runner: TrtRunner, directory) -> dict[str, str]:
+def save(runners, directory) -> dict[str, str]:
+    runner = runners["forward"]
     trt = require_torch_tensorrt()
     directory = Path(directory)
     kwargs = {"output_format": "exported_program", "arg_inputs": (),
@@ -113,7 +115,7 @@ def save(runner: TrtRunner, directory) -> dict[str, str]:
     return {"tensorrt": ARTIFACT, "tensorrt_meta": SIDECAR}
 
 
-def load(directory, program, plan, settings) -> TrtRunner:
+def _load(directory, program, plan, settings) -> TrtRunner:
     directory = Path(directory)
     side = read_sidecar(directory, SIDECAR, NAME, plan)
     trt = require_torch_tensorrt()
@@ -129,3 +131,11 @@ def load(directory, program, plan, settings) -> TrtRunner:
         raise EngineError(f"{directory}/{ARTIFACT} could not be loaded ({type(e).__name__}: {first}).",
                           REBUILD.format(backend=NAME)) from None
     return TrtRunner(module, plan, settings)
+
+
+def build(plan, settings, model=None, program=None, hf_model=None) -> dict:
+    return {"forward": _compile(program, plan, settings)}
+
+
+def load(directory, plan, settings, model=None, program=None) -> dict:
+    return {"forward": _load(directory, program, plan, settings)}

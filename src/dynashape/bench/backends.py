@@ -1,13 +1,14 @@
-"""``dynashape bench --backends eager,inductor,aoti,onnx``: forward latency by sequence length.
+"""``dynashape bench --backends eager,inductor,aoti,onnx``: prefill latency by sequence length.
 
-One run builds an engine per backend from the same model and plan (``--seq 1:MAX`` over the longest
-length asked, a static batch) and times a prefill-style forward (no cache) at each length, side by
-side. Timed: the backend's compiled graph on inputs already shaped for it (the Engine's checks and
-padding are excluded); median and p90 of ``iters`` calls after ``warmup`` calls, with CUDA events
-on a GPU and ``time.perf_counter`` on the CPU. Build time (export + compile) is recorded per backend,
-and each backend's logits are checked against the Hugging Face model once, so a fast wrong backend
-cannot hide. A backend that cannot run here (onnxruntime without a CUDA provider on a GPU run, a
-missing optional package) is recorded as skipped with its reason.
+One run builds an engine per backend from the same model (``--seq 1:MAX`` over the longest length
+asked, a static batch) and times the prompt pass at each length, side by side: a generation engine's
+prefill graph (which also fills the KV cache and returns the last position's logits), a forward
+engine's no-cache graph (logits at every position). Timed: the backend's graph on inputs already
+shaped for it (the engine's checks and padding are excluded); median and p90 of ``iters`` calls
+after ``warmup`` calls, with CUDA events on a GPU and ``time.perf_counter`` on the CPU. Build time is
+recorded per backend, and each backend's logits are checked against the Hugging Face model once,
+so a fast wrong backend cannot hide. A backend that cannot run here (onnxruntime without a CUDA
+provider on a GPU run, a missing optional package) is recorded as skipped with its reason.
 
 Usable without the CLI: ``python3 -m dynashape.bench.backends --model random:tiny --out PREFIX``.
 """
@@ -17,7 +18,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shlex
 import signal
 import statistics
@@ -29,10 +29,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import results
+from . import machine, results
 from ..backends import default_dtype, resolve_device
 from ..errors import DynashapeError, ShapeError
-from ..planning.shapes import Range
 
 DEFAULT_BACKENDS = ("eager", "inductor", "aoti", "onnx")
 
@@ -61,34 +60,8 @@ class BackendBenchSettings:
         return BackendBenchSettings(**{**asdict(self), "device": device, "dtype": dtype})
 
 
-# ---- machine facts -----------------------------------------------------------------------------
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except Exception:  # not installed (or blocked): recorded as None
-        return None
-
-
 def machine_facts(device: str, dtype: str) -> dict:
-    cuda = device.startswith("cuda")
-    return {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else None,
-            "device": device, "dtype": dtype, "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": _version("transformers"),
-            "onnx": _version("onnx"), "onnxruntime": _version("onnxruntime"),
-            "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    return machine.machine_facts(device, dtype)
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -123,12 +96,22 @@ def time_calls(fn, feeds, s: BackendBenchSettings) -> dict:
 
 # ---- one backend -------------------------------------------------------------------------------
 
-def _feeds(plan, batch: int, length: int, device: str, seed: int = 0) -> dict:
+def _call(engine, batch: int, length: int, seed: int = 0):
+    """(fn, feeds) timing one prompt pass of ``engine`` at (batch, length), inputs shaped for its graph."""
+    plan = engine.plan
     t = plan.graph_size("seq", length)
     g = torch.Generator().manual_seed(seed + length)
-    ids = torch.randint(0, plan.model["vocab_size"], (batch, t), generator=g).to(device)
+    ids = torch.randint(0, plan.model["vocab_size"], (batch, t), generator=g).to(engine.device)
+    if engine.generates:
+        gen = engine.generator
+        B = plan.graph_size("batch", batch)
+        idx = torch.zeros(B, t, dtype=torch.long, device=engine.device)
+        idx[:batch] = ids
+        feeds = {"idx": idx, "last": torch.full((B,), length - 1, device=engine.device),
+                 "slots": torch.arange(B, device=engine.device)}
+        return (lambda idx, last, slots: engine.runners["prefill"](idx, last, slots, gen.k, gen.v)), feeds, ids
     feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    return {spec.name: feeds[spec.name] for spec in plan.inputs}
+    return engine.runners["forward"], {spec.name: feeds[spec.name] for spec in plan.inputs}, ids
 
 
 def _skip_reason(backend: str, s: BackendBenchSettings) -> str | None:
@@ -143,29 +126,34 @@ def _skip_reason(backend: str, s: BackendBenchSettings) -> str | None:
     return None
 
 
-def bench_backend(backend: str, lm, plan, s: BackendBenchSettings) -> dict:
-    from ..backends import CompileSettings
-    from ..engine.engine import build_engine
+def bench_backend(backend: str, lm, s: BackendBenchSettings) -> dict:
+    from .. import api
 
     reason = _skip_reason(backend, s)
     if reason:
         return {"status": "skipped", "reason": reason}
     t0 = time.perf_counter()
     try:
-        engine = build_engine(lm, plan, CompileSettings(backend=backend, device=s.device, dtype=s.dtype))
+        engine = api.compile(s.model, seq=f"1:{max(s.lengths)}", batch=str(s.batch), backend=backend, device=s.device,
+                             dtype=s.dtype, loaded=lm)
     except DynashapeError as e:
         return {"status": "skipped", "reason": e.one_line()}
     except Exception as e:  # a backend that breaks on this machine is a result, not a crash of the run
         return {"status": "failed", "reason": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"}
-    row = {"status": "ok", "build_s": round(time.perf_counter() - t0, 2), "export_s": engine.meta["export_s"],
-           "compile_s": engine.meta["compile_s"]}
-    check = _feeds(plan, s.batch, s.lengths[len(s.lengths) // 2], s.device)
+    row = {"status": "ok", "build_s": round(time.perf_counter() - t0, 2), "compile_s": engine.meta["compile_s"],
+           "graph": "prefill" if engine.generates else "forward"}
+    n = s.lengths[len(s.lengths) // 2]
+    fn, feeds, ids = _call(engine, s.batch, n)
     with torch.no_grad():
-        got = engine.runner(**check).float()
-        want = lm.model(**check, use_cache=False).logits.float()
+        got = fn(**feeds).float()[:s.batch]
+        want = lm.model(input_ids=ids[:, :n], use_cache=False).logits.float()
+        if engine.generates:
+            want = want[:, -1]
+        else:
+            got = got[:, :n]
     row["max_abs_err_vs_hf"] = round((got - want).abs().max().item(), 6)
     row["top1_agree_vs_hf"] = round((got.argmax(-1) == want.argmax(-1)).float().mean().item(), 4)
-    row["by_length"] = {str(n): time_calls(engine.runner, _feeds(plan, s.batch, n, s.device), s) for n in s.lengths}
+    row["by_length"] = {str(n): time_calls(*_call(engine, s.batch, n)[:2], s) for n in s.lengths}
     del engine
     gc.collect()
     if s.device.startswith("cuda"):
@@ -211,7 +199,6 @@ def default_lengths(n_positions: int) -> tuple[int, ...]:
 def run_backend_bench(settings: BackendBenchSettings) -> dict:
     from ..backends import get_backend
     from ..models.load import load_model, parse_dtype
-    from ..planning.rules import PlanSettings, make_plan
 
     s = settings.resolved()
     for name in s.backends:
@@ -224,20 +211,18 @@ def run_backend_bench(settings: BackendBenchSettings) -> dict:
                          f"use lengths up to {n_pos}.")
     if not s.isolate:  # isolated runs load the model in each backend's own process
         lm.model.to(s.device, parse_dtype(s.dtype))
-    plan = make_plan(lm.info(), PlanSettings(seq=Range(1, max(s.lengths)), batch=Range(s.batch, s.batch),
-                                             dtype=s.dtype))
     results = {}
     load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     for name in s.backends:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_isolated(name, s) if s.isolate else bench_backend(name, lm, plan, s)
+        results[name] = run_isolated(name, s) if s.isolate else bench_backend(name, lm, s)
     return {"command": s.command or "python3 -m dynashape.bench.backends " + shlex.join(sys.argv[1:]),
             "machine": dict(machine_facts(s.device, s.dtype), loadavg_1m_start=load_before),
             "model": lm.info(), "settings": asdict(s),
-            "plan": {"serve_seq": plan.serve["seq"].text(), "graph_seq": plan.graph["seq"].text(),
-                     "batch": s.batch},
-            "timed": "backend runner on inputs already shaped for its graph (engine checks excluded); "
-                     "prefill-style forward without a cache",
+            "plan": {"serve_seq": f"1:{max(s.lengths)}", "batch": s.batch},
+            "timed": "the backend's prompt graph on inputs already shaped for it (engine checks excluded): a "
+                     "generation engine's prefill (cache write + last-position logits), a forward engine's "
+                     "no-cache forward (logits at every position)",
             "lengths": list(s.lengths), "backends": results, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

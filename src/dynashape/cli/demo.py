@@ -2,12 +2,14 @@
 
 1. the trap: plain torch.export of GPT-2 with a dynamic length from 1 fails, and why;
 2. doctor: the plan dynashape makes for --seq 1:n_positions --batch 1:4 instead;
-3. compile: export + backend, saved as an engine directory;
-4. verify: the engine against the eager Hugging Face model over the whole range;
-5. generate: greedy tokens through the engine, checked against Hugging Face ``generate``.
+3. compile: prefill and decode graphs, saved as an engine directory, loaded back in a fresh process;
+4. verify: the engine against the eager Hugging Face model: prefill sweep, decode steps, greedy tokens;
+5. generate: greedy tokens through the engine's KV-cache loop, checked against Hugging Face ``generate``.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +34,7 @@ def pick_model(requested: str | None) -> str:
 
 
 def _step(n: int, title: str) -> float:
-    print(f"\n== {n}. {title} " + "=" * max(0, 60 - len(title)))
+    print(f"\n== {n}. {title} " + "=" * max(0, 60 - len(title)), flush=True)
     return time.perf_counter()
 
 
@@ -40,8 +42,8 @@ def show_trap(lm, n_pos: int) -> None:
     """Plain torch.export with Dim(min=1) and a length-1 example, as most tutorials write it."""
     from torch.export import Dim
 
-    from ..planning.diagnose import as_export_error
     from ..graphs import LogitsOnly
+    from ..planning.diagnose import as_export_error
 
     ids = torch.tensor([[PROMPT[0] % int(lm.config.vocab_size)]])
     seq = Dim("seq", min=1, max=n_pos)
@@ -54,63 +56,65 @@ def show_trap(lm, n_pos: int) -> None:
         print(f"  torch raised {type(exc).__name__}; dynashape says:\n  {err.one_line()}")
 
 
+def fresh_process_load(out: Path) -> str:
+    """Load the engine in a new Python process and generate 4 tokens: what a serving process pays."""
+    code = ("import time; t = time.perf_counter(); import dynashape; e = dynashape.load(%r); "
+            "l = time.perf_counter() - t; e.generate([[1, 2, 3]], 4); "
+            "print(f'{l:.1f} s to import and load, {time.perf_counter() - t:.1f} s to the first tokens')" % str(out))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "FAILED: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+
+
 def run_demo(args) -> int:
-    from ..backends import CompileSettings
-    from .commands import format_plan
-    from ..engine.engine import Engine, build_engine
-    from ..runtime.generate import GenerateSettings, Limits, generate
+    from .. import api
     from ..models import load_model
-    from ..planning.rules import PlanSettings, make_plan
-    from ..planning.shapes import parse_range
-    from ..verify import VerifySettings, verify_engine
+    from ..verification import VerifySettings, verify_engine
+    from .commands import format_plan
+    from .output import Progress
 
     start = time.perf_counter()
     name = pick_model(args.model)
     lm = load_model(name)
     n_pos = int(lm.config.n_positions)
     seq = f"1:{n_pos}"
-    print(f"dynashape demo on {name}: compile GPT-2 for every length 1..{n_pos} and batch 1..4.")
+    print(f"dynashape demo on {name}: a generation engine for every length 1..{n_pos} and batch 1..4.")
     t = _step(1, "the trap")
     show_trap(lm, n_pos)
     print(f"  ({time.perf_counter() - t:.1f} s)")
 
-    t = _step(2, f"doctor {name} --seq {seq} --batch {DEMO_BATCH}")
-    plan = make_plan(lm.info(), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(DEMO_BATCH, "batch")))
+    _step(2, f"doctor {name} --seq {seq} --batch {DEMO_BATCH} --backend {args.backend}")
+    plan = api.plan(name, seq, DEMO_BATCH, backend=args.backend)
     print(format_plan(plan))
 
-    t = _step(3, f"compile --backend {args.backend} -o {args.out}")
-    engine = build_engine(lm, plan, CompileSettings(backend=args.backend), out=args.out)
+    _step(3, f"compile --backend {args.backend} -o {args.out}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    engine.save(out, force=out.exists())
-    engine = Engine.load(out)
-    print(f"export {engine.meta['export_s']:.1f} s, compile {engine.meta['compile_s']:.1f} s, "
-          f"saved to {out} and loaded back in {engine.meta['load_s']:.1f} s")
+    engine = api.compile(name, seq, DEMO_BATCH, backend=args.backend, out=out, force=out.exists(), progress=Progress(),
+                         loaded=lm)
+    print(f"a fresh process: {fresh_process_load(out)} (no compiling)")
 
     t = _step(4, f"verify {args.out}")
     lengths = sorted({n for n in (1, 2, 3, 16, 17, 128, 129, 512, n_pos - 1, n_pos) if 1 <= n <= n_pos})
-    sizes = VerifySettings(lengths=lengths, batches=[1, 2, 4])
-    report = verify_engine(engine, sizes, name=str(out))
+    report = verify_engine(api.load(out), VerifySettings(lengths=lengths, batches=[1, 2, 4], decode_steps=8),
+                           name=str(out))
     worst = max(report.results, key=lambda r: r.max_abs_err)
-    padded = sum((r.graph_batch, r.graph_seq) != (r.batch, r.seq) for r in report.results)
-    print(f"{len(report.results) - len(report.failures)}/{len(report.results)} (batch, length) points match the eager "
-          f"model (worst max|err| {worst.max_abs_err:.1e} at {worst.batch}x{worst.seq}); {padded} of them were served "
-          f"by padding (batch 1 -> 2, length 1 -> 2)  ({time.perf_counter() - t:.1f} s)")
+    counts = ", ".join(f"{c} {sum(r.ok for r in report.of(c))}/{len(report.of(c))}" for c in ("prefill", "decode", "greedy"))
+    print(f"{len(report.results) - len(report.failures)}/{len(report.results)} points match the eager model "
+          f"({counts}; worst max|err| {worst.max_abs_err:.1e})  ({time.perf_counter() - t:.1f} s)")
     print(f"  (the full sweep: dynashape verify {args.out})")
 
-    prompt = [t % plan.model["vocab_size"] for t in PROMPT]  # a small vocabulary (random:tiny) wraps the ids
-    t = _step(5, f"generate {args.out} --prompt-ids {','.join(map(str, prompt))} --max-new-tokens 20")
-    limits = Limits(max_seq=n_pos, max_batch=4, vocab_size=plan.model["vocab_size"])
-    ours = generate(lambda i, m: engine(i, m), [prompt], GenerateSettings(20), limits)[0]
+    prompt = [p % plan.model["vocab_size"] for p in PROMPT]  # a small vocabulary (random:tiny) wraps the ids
+    _step(5, f"generate {args.out} --prompt-ids {','.join(map(str, prompt))} --max-new-tokens 20")
+    ours = engine.generate([prompt], 20)[0]
     ref = engine.reference_model()
     with torch.no_grad():
         hf = ref.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False,
                           pad_token_id=ref.config.eos_token_id)[0, len(prompt):].tolist()
     text = lm.tokenizer.decode(ours) if lm.tokenizer is not None else ",".join(map(str, ours))
     print(f"engine:        {text}")
-    print(f"Hugging Face:  {'identical, token for token' if ours[:len(hf)] == hf else 'DIFFERENT: ' + str(hf)}")
+    print(f"Hugging Face:  {'identical, token for token' if ours == hf else 'DIFFERENT: ' + str(hf)}")
 
-    ok = report.ok and ours[:len(hf)] == hf  # HF stops at EOS; ours runs the full budget
+    ok = report.ok and ours == hf
     print(f"\n{'done' if ok else 'FAILED'} in {time.perf_counter() - start:.0f} s. Next: dynashape doctor MODEL --seq "
-          "MIN:MAX --try; dynashape compile ...; dynashape verify DIR; dynashape generate DIR.")
+          "MIN:MAX; dynashape compile ...; dynashape verify DIR; dynashape generate DIR; dynashape serve DIR.")
     return 0 if ok else 1

@@ -1,4 +1,4 @@
-"""Command line: parse -> settings dataclass -> library call -> print. Nothing else lives here.
+"""Command line: parse -> settings -> library call -> print. Nothing else lives here.
 
 Every user mistake ends in one line ``error: <what is wrong>. Fix: <what to do>`` and a non-zero
 exit; a traceback is shown only for our own bugs, and only with DYNASHAPE_DEBUG=1.
@@ -6,7 +6,6 @@ exit; a traceback is shown only for our own bugs, and only with DYNASHAPE_DEBUG=
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -23,15 +22,30 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _add_plan_args(p: argparse.ArgumentParser, seq_required: bool = True) -> None:
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="random:<preset> (tiny, distilgpt2, gpt2, gpt2-medium/large/xl), a local "
                    "save_pretrained directory, or a hub id")
-    p.add_argument("--seq", required=seq_required, default=None, help="sequence lengths MIN:MAX[:OPT], e.g. 1:1024")
-    p.add_argument("--batch", default="1", help="batch sizes MIN:MAX[:OPT] or N (default 1)")
+    p.add_argument("--seq", required=True, help="positions a sequence may reach (prompt + new tokens), MIN:MAX[:OPT]")
+    p.add_argument("--batch", default="1", help="rows served at once, MIN:MAX[:OPT] or N (default 1)")
+    p.add_argument("--backend", default="auto", help="auto (eager on cuda, inductor on cpu), eager, inductor, aoti "
+                   "(generation engines) or onnx, tensorrt (no-cache forward engines)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
     p.add_argument("--example-len", type=int, default=None, help="export example length (the planner checks it)")
     p.add_argument("--example-batch", type=int, default=None, help="export example batch size")
-    p.add_argument("--attn", default="sdpa", help="attention implementation: sdpa (default) or eager")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    p.add_argument("--attn", default="sdpa", help="Hugging Face attention for forward graphs: sdpa (default) or eager")
+    p.add_argument("--kernels", default="auto", help="decode layers: auto, fused (dynashape's Triton kernels) or torch")
+    p.add_argument("--graph-batches", default=None, help="batch sizes captured as CUDA graphs, e.g. 1,8,64")
+    p.add_argument("--prefill-bucket", type=int, default=None, help="prompts are padded to a multiple of this")
+    p.add_argument("--steps-per-graph", type=int, default=8, help="decode steps per CUDA graph replay")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,37 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="the plan and every finding, before any compile")
     _add_plan_args(p)
-    p.add_argument("--try", dest="try_export", action="store_true", help="also export, to prove the plan")
+    p.add_argument("--try", dest="try_export", action="store_true", help="also export the planned graphs, to prove it")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    p = sub.add_parser("compile", help="plan, export and compile an engine directory")
+    p = sub.add_parser("compile", help="plan, compile and save an engine directory")
     _add_plan_args(p)
-    p.add_argument("--backend", default="inductor", help="eager, inductor (default), aoti, onnx, tensorrt")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("-o", "--out", required=True, help="engine directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing engine directory")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = sub.add_parser("verify", help="sweep lengths and batch sizes against the eager model")
+    p = sub.add_parser("verify", help="prefill sweep, decode steps and greedy tokens against the eager model")
     p.add_argument("engine", help="engine directory")
     p.add_argument("--lengths", default=None, help="comma-separated lengths (default: the boundary sweep)")
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default: the boundary sweep)")
+    p.add_argument("--decode-steps", type=int, default=24, help="teacher-forced decode steps to the last position")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("generate", help="generate tokens through an engine or a model")
+    p = sub.add_parser("generate", help="generate tokens through an engine (or a model, compiled in memory)")
     p.add_argument("target", help="engine directory, or a model (random:gpt2, directory, hub id)")
     p.add_argument("--prompt-ids", action="append", default=None, help="comma-separated token ids; repeat for a batch")
     p.add_argument("--prompt", action="append", default=None, help="text prompt (needs a tokenizer); repeatable")
-    p.add_argument("--max-new-tokens", type=int, default=20)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_args(p)
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-text token")
     p.add_argument("--stream", action="store_true", help="print tokens as they come")
-    p.add_argument("--runtime", default="lean", help="for a model: lean (static KV cache, default) or nocache")
-    p.add_argument("--device", default=None, help="cuda when there is a GPU, else cpu")
-    p.add_argument("--dtype", default=None, help="float32 on cpu, float16 on cuda by default")
+    p.add_argument("--runtime", default="engine", help="for a model: engine (compile in memory, default) or "
+                   "nocache (the Hugging Face model, no KV cache: the reference)")
+    p.add_argument("--backend", default="eager", help="for a model: the backend to compile in memory with")
+    p.add_argument("--device", default=None, help="for a model: cuda when there is a GPU, else cpu")
+    p.add_argument("--dtype", default=None, help="for a model: float32 on cpu, float16 on cuda by default")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="doctor, compile, verify and generate on the embedded default")
@@ -79,31 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="engines/demo", help="engine directory (replaced)")
     p.add_argument("--backend", default="inductor")
 
-    p = sub.add_parser("bench", help="benchmarks: generation (default) or --backends a,b,c forward latency")
-    p.add_argument("model", nargs="?", default="random:gpt2")
-    p.add_argument("--backends", default=None, help="compare backends' forward latency, e.g. eager,inductor,aoti,onnx")
+    p = sub.add_parser("bench", help="generation side by side (engine or model vs Hugging Face), or "
+                       "--backends a,b forward latency")
+    p.add_argument("target", nargs="?", default="random:gpt2", help="engine directory or model")
+    p.add_argument("--backends", default=None, help="compare backends' forward latency, e.g. eager,inductor,onnx")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--batches", default=None, help="comma-separated batch sizes")
     p.add_argument("--prompt-lens", default=None, help="comma-separated prompt lengths (generation bench)")
     p.add_argument("--lengths", default=None, help="comma-separated sequence lengths (backend bench)")
     p.add_argument("--new-tokens", type=int, default=None)
-    p.add_argument("--systems", default=None, help="generation bench systems: hf_eager,hf_static_compile,dynashape")
+    p.add_argument("--systems", default=None, help="generation bench systems: dynashape,hf_eager,hf_static_compile")
     p.add_argument("--out", default="bench/results/bench", help="path prefix for the .json and .png")
+
+    from .serve_args import add_serve_parser
+    add_serve_parser(sub)
     return ap
-
-
-def int_list(text: str | None, flag: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise DynashapeError(f"{flag} {text!r} is not a comma-separated list of whole numbers.",
-                             f"write e.g. {flag} 1,2,64.") from None
-    if not values:
-        raise DynashapeError(f"{flag} is empty.", f"write e.g. {flag} 1,2,64.")
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +139,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: internal error {type(e).__name__}: {first}. Fix: rerun with DYNASHAPE_DEBUG=1 and "
               "report the traceback.", file=sys.stderr)
         return 3
-
-
-def print_json(data) -> None:
-    print(json.dumps(data, indent=2))

@@ -1,26 +1,16 @@
-"""Engine: a compiled graph plus the plan it was built for.
+"""Engine: the compiled graphs of one plan, their weights, and the one way to run them.
 
-Every call is checked against the plan (dtype, rank, each dimension's range, token ids), sizes the
-graph cannot take are padded and the outputs sliced back, and the backend's runner does the work.
-An engine directory holds::
-
-    engine.json     format, dynashape version, backend, device, artifacts with sha256, rebuild command
-    plan.json       the ShapePlan (single source of truth for what the engine accepts)
-    hf_config.json  the model config (to rebuild the eager reference from the program's weights)
-    program.pt2     the exported program (every backend keeps it)
-    ...             whatever the backend adds
-
-It is written to a temporary directory and renamed into place, so a failed build never leaves a
-half-written engine and never replaces a good one unless ``force`` is given.
+A generation engine (backends eager, inductor, aoti) holds a prefill and a decode graph over the
+lean model and a static KV cache; ``generate`` runs them through the runtime's generator. A forward
+engine (onnx, tensorrt) holds a no-cache forward graph: ``engine(input_ids)`` gives logits at every
+position, with every call checked against the plan (dtype, rank, ranges, token ids) and sizes the
+graph cannot take padded and sliced back; ``generate`` reruns the growing sequence per token.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,39 +18,39 @@ from typing import Any
 
 import torch
 
-from .. import __version__
-from ..backends import BACKENDS, CompileSettings, get_backend
-from ..errors import BackendError, DynashapeError, EngineError
+from ..backends import CompileSettings, get_backend
+from ..errors import DynashapeError, EngineError
+from ..models import family_for
 from ..models.load import dtype_name, model_from_config, parse_dtype
 from ..planning.shapes import ShapePlan
+from . import store
+from .forward import ForwardCalls
 
-ENGINE_FORMAT = 1
-PAD_ID = 0
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+WEIGHTS = "weights.safetensors"
+MODEL_CONFIG = "model.json"        # the lean model's config (no transformers import at load)
 
 
 @dataclass
-class Engine:
+class Engine(ForwardCalls):
     plan: ShapePlan
     backend: str
-    runner: Any                       # runner(**inputs) -> logits (B, T, V)
-    program: Any                      # torch.export.ExportedProgram
+    runners: dict[str, Any]           # graph name -> callable
     settings: CompileSettings
     hf_config: dict
+    model: Any = None                 # the lean model (generation engines)
+    program: Any = None               # the exported no-cache program (forward engines)
     meta: dict = field(default_factory=dict)
     tokenizer: Any = None             # the model's tokenizer, when it had one (kept in tokenizer/)
+    _generator: Any = None
 
-    # ---- calling ---------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return torch.device(self.settings.device)
+
+    @property
+    def generates(self) -> bool:
+        """True for a generation engine (KV cache), False for a forward engine."""
+        return self.plan.runtime.kind == "generation"
 
     def rebuild_hint(self, **changes: str) -> str:
         """The compile command that built this engine, with ``changes`` (e.g. seq="1:300") applied."""
@@ -68,125 +58,134 @@ class Engine:
         if not args:
             return "dynashape compile MODEL --seq MIN:MAX --batch MIN:MAX -o DIR --force"
         args.update(changes)
-        return rebuild_command(args)
+        return store.rebuild_command(args)
 
-    def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        """Raise EngineError for anything this engine was not built for."""
-        if not isinstance(input_ids, torch.Tensor):
-            raise EngineError(f"input_ids must be a tensor, got {type(input_ids).__name__}.",
-                              "pass torch.tensor([[...]], dtype=torch.long).")
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise EngineError(f"input_ids has dtype {dtype_name(input_ids.dtype)}; token ids are integers.",
-                              "pass input_ids as torch.long.")
-        if input_ids.dim() != 2:
-            raise EngineError(f"input_ids has rank {input_ids.dim()} (shape {tuple(input_ids.shape)}); "
-                              "the engine takes (batch, seq).", "add a batch axis: input_ids[None].")
-        for axis, dim in enumerate(("batch", "seq")):
-            size, r = input_ids.shape[axis], self.plan.serve[dim]
-            if size not in r:
-                wider = f"{min(r.min, size)}:{max(r.max, size)}"
-                raise EngineError(f"input_ids {dim} {size} is outside this engine's {dim} range "
-                                  f"{r.min}..{r.max} (it was built with --{dim} {r.text()}).",
-                                  f"rebuild with a range that holds {size}: {self.rebuild_hint(**{dim: wider})}")
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
-            raise EngineError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
-                              f"{tuple(input_ids.shape)}; they share batch and seq.", "pass masks of the same shape.")
-        vocab = self.plan.model["vocab_size"]
-        lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()  # one host sync per call, not two
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            raise EngineError(f"token id {bad} is outside the vocabulary 0..{vocab - 1}.",
-                              f"pass ids between 0 and {vocab - 1}.")
+    # ---- generation ---------------------------------------------------------------------------
+    @property
+    def generator(self):
+        """The runtime over this engine (created on first use: allocates the cache, captures graphs)."""
+        if self._generator is None:
+            from ..runtime.generator import Generator
 
-    def _pad(self, input_ids, attention_mask):
-        """Pad batch rows and seq positions the graph cannot take (plan.pad_to)."""
-        b, t = input_ids.shape
-        gb, gt = self.plan.graph_size("batch", b), self.plan.graph_size("seq", t)
-        if gt > t:  # right-pad: causal attention keeps real positions blind to the padding
-            input_ids = torch.nn.functional.pad(input_ids, (0, gt - t), value=PAD_ID)
-            attention_mask = torch.nn.functional.pad(attention_mask, (0, gt - t), value=0)
-        if gb > b:  # dummy rows: rows never mix in a transformer
-            input_ids = torch.cat([input_ids, input_ids[:1].expand(gb - b, -1)], 0)
-            attention_mask = torch.cat([attention_mask, attention_mask[:1].expand(gb - b, -1)], 0)
-        return input_ids, attention_mask
+            if not self.generates:
+                raise EngineError(f"a {self.backend} engine has no KV-cache graphs.",
+                                  "use engine.generate (no-cache loop), or rebuild with --backend eager.")
+            self._generator = Generator(self)
+        return self._generator
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for input_ids (B, T); raises EngineError outside the plan."""
-        self.check_inputs(input_ids, attention_mask)
-        b, t = input_ids.shape
-        input_ids = input_ids.to(self.device, torch.long)
-        mask = (torch.ones_like(input_ids) if attention_mask is None
-                else attention_mask.to(self.device, torch.long))
-        ids, mask = self._pad(input_ids, mask)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        names = [s.name for s in self.plan.inputs]
-        if "position_ids" in names:
-            feeds["position_ids"] = torch.arange(ids.shape[1], device=self.device).expand_as(ids).contiguous()
-        with torch.no_grad():
-            logits = self.runner(**{k: feeds[k] for k in names})
-        return logits[:b, :t]
+    def generate(self, prompts, max_new_tokens: int = 20, sampling=None, eos_token_id=None,
+                 ignore_eos: bool = False, on_token=None) -> list[list[int]]:
+        """New tokens per prompt (lists of ids). ``on_token(row, token)`` streams them as they come."""
+        if self.generates:
+            return self.generator.generate(prompts, max_new_tokens, sampling, eos_token_id, ignore_eos, on_token)
+        from ..runtime.nocache import generate_nocache
 
-    # ---- the eager reference ----------------------------------------------------------------
+        return generate_nocache(self, prompts, max_new_tokens, sampling, eos_token_id, ignore_eos, on_token)
+
+    # ---- the eager reference ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under Hugging Face's names (from the lean model or the exported program)."""
+        if self.model is not None:
+            fam = family_for(self.hf_config.get("model_type", "gpt2"))
+            return fam.state_to_hf(self.model.config, self.model.state_dict())
+        return {k[2:] if k.startswith("m.") else k: v for k, v in self.program.state_dict.items()}
+
     def reference_model(self, dtype: torch.dtype = torch.float32):
         """The Hugging Face eager model holding this engine's weights (CPU), for verify."""
-        from transformers import GPT2Config
+        from transformers import AutoConfig
 
-        state = {k[2:] if k.startswith("m.") else k: v.detach().to("cpu", dtype)
-                 for k, v in self.program.state_dict.items()}
-        config = GPT2Config.from_dict(self.hf_config)
+        state = {k: v.detach().to("cpu", dtype) for k, v in self.state_dict().items()}
+        config = AutoConfig.for_model(**self.hf_config)
         return model_from_config(config, self.plan.attn_implementation, state_dict=state, dtype=dtype)
 
-    # ---- save / load ------------------------------------------------------------------------
+    # ---- save / load --------------------------------------------------------------------------
     def save(self, directory: str | Path, force: bool = False) -> Path:
         directory = Path(directory)
-        check_target(directory, force)
-        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        store.check_target(directory, force)
+        tmp = store.new_tmp(directory)
         try:
-            torch.export.save(self.program, str(tmp / "program.pt2"))
-            files = {"program": "program.pt2"}
-            files.update(get_backend(self.backend).save(self.runner, tmp))
+            files = {}
+            if self.model is not None:
+                from safetensors.torch import save_file
+
+                (tmp / MODEL_CONFIG).write_text(json.dumps(self.model.config.to_json(), indent=2))
+                files["model_config"] = MODEL_CONFIG
+                state = {k: v.contiguous() for k, v in self.model.state_dict().items()
+                         if not (k == "lm_head.weight" and self.model.config.tie_word_embeddings)}
+                save_file(state, str(tmp / WEIGHTS))
+                files["weights"] = WEIGHTS
+            if self.program is not None:
+                torch.export.save(self.program, str(tmp / "program.pt2"))
+                files["program"] = "program.pt2"
+            files.update(get_backend(self.backend).save(self.runners, tmp))
             (tmp / "plan.json").write_text(self.plan.dumps())
             (tmp / "hf_config.json").write_text(json.dumps(self.hf_config, indent=2))
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-            meta = dict(self.meta, format=ENGINE_FORMAT, dynashape=__version__, backend=self.backend,
-                        device=self.settings.device, dtype=self.settings.dtype,
-                        artifacts={k: {"file": f, "sha256": sha256_file(tmp / f)} for k, f in files.items()})
-            (tmp / "engine.json").write_text(json.dumps(meta, indent=2))
-            _swap_into_place(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            meta = store.write_meta(tmp, dict(self.meta, backend=self.backend, device=self.settings.device,
+                                              dtype=self.settings.dtype), files)
+            store.swap_into_place(tmp, directory, force)
+        finally:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
         self.meta = meta
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "Engine":
+        t0 = time.perf_counter()
         directory = Path(directory)
-        meta = read_engine_meta(directory)
-        settings = CompileSettings(backend=meta["backend"], device=device or meta.get("device", "cpu"),
-                                   dtype=meta.get("dtype", "float32"))
-        if settings.device.startswith("cuda") and not torch.cuda.is_available():
-            why = f"--device {device} was asked for" if device else f"engine {directory} was built for {settings.device}"
-            raise EngineError(f"{why}, and this machine has no GPU.",
-                              "use --device cpu, or load it on a GPU machine." if device else
-                              "load it on a GPU machine, or rebuild with --device cpu.")
+        meta = store.read_meta(directory)
+        built = meta.get("device", "cpu")
+        settings = CompileSettings(backend=meta["backend"], device=device or built, dtype=meta.get("dtype", "float32"))
+        _check_device(directory, device, built, settings.device)
         try:
             plan = ShapePlan.from_json(json.loads((directory / "plan.json").read_text()))
             hf_config = json.loads((directory / "hf_config.json").read_text())
-            with _quiet_logger("torch.export"):  # torch logs a traceback before raising on a bad archive
-                program = torch.export.load(str(directory / "program.pt2"))
+            if plan.runtime.kind == "generation" and torch.device(settings.device).type != torch.device(built).type:
+                raise EngineError(f"{directory} is a generation engine built for {built}, and it was asked to run on "
+                                  f"{settings.device}.", meta["rebuild"].replace(f"--device {built}",
+                                                                                 f"--device {settings.device}"))
+            model, program = _load_graph_inputs(directory, plan, hf_config, settings)
         except DynashapeError:
             raise
         except Exception as e:
             raise EngineError(f"engine {directory} is corrupt ({type(e).__name__}: {str(e).splitlines()[0][:100]}).",
-                              "rebuild it: " + rebuild_command(meta.get("compile_args") or {})) from None
-        t0 = time.perf_counter()
-        runner = get_backend(settings.backend).load(directory, program, plan, settings)
-        meta["load_s"] = time.perf_counter() - t0
-        return cls(plan, settings.backend, runner, program, settings, hf_config, meta, _load_tokenizer(directory))
+                              meta["rebuild"]) from None
+        t1 = time.perf_counter()
+        runners = get_backend(settings.backend).load(directory, plan, settings, model=model, program=program)
+        meta["load_s"] = {"weights": round(t1 - t0, 3), "graphs": round(time.perf_counter() - t1, 3)}
+        return cls(plan, settings.backend, runners, settings, hf_config, model, program, meta,
+                   _load_tokenizer(directory))
+
+
+def _check_device(directory: Path, asked: str | None, built: str, device: str) -> None:
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        why = f"--device {asked} was asked for" if asked else f"engine {directory} was built for {built}"
+        raise EngineError(f"{why}, and this machine has no GPU.",
+                          "use --device cpu, or load it on a GPU machine." if asked else
+                          "load it on a GPU machine, or rebuild with --device cpu.")
+
+
+def _load_graph_inputs(directory: Path, plan: ShapePlan, hf_config: dict, settings: CompileSettings):
+    """(lean model, exported program): the weights a generation engine runs, or a forward engine's program."""
+    if plan.runtime.kind != "generation":
+        with _quiet_logger("torch.export"):  # torch logs a traceback before raising on a bad archive
+            return None, torch.export.load(str(directory / "program.pt2"))
+    from safetensors.torch import load_file
+
+    fam = family_for(hf_config.get("model_type", "gpt2"))
+    cfg = fam.config_from_json(json.loads((directory / MODEL_CONFIG).read_text()))
+    state = load_file(str(directory / WEIGHTS), device=str(settings.device))
+    model = fam.Model.from_state(cfg, state, dtype=parse_dtype(settings.dtype))
+    return configure(model, plan), None
+
+
+def configure(model, plan: ShapePlan):
+    r = plan.runtime
+    return model.configure(attention=r.attention, kernels=r.kernels, vocab_pad=r.vocab_pad)
 
 
 @contextlib.contextmanager
@@ -211,100 +210,27 @@ def _load_tokenizer(directory: Path):
                           "rebuild the engine with --force.") from None
 
 
-def rebuild_command(args: dict) -> str:
-    """``dynashape compile`` command line from compile_args (model, seq, batch, backend, device, dtype, out)."""
-    parts = ["dynashape compile", str(args.get("model", "MODEL"))]
-    for key in ("seq", "batch", "backend", "device", "dtype"):
-        if args.get(key):
-            parts.append(f"--{key} {args[key]}")
-    parts.append(f"-o {args.get('out', 'DIR')} --force")
-    return " ".join(parts)
+def build_engine(loaded, plan: ShapePlan, settings: CompileSettings, out: str | Path | None = None,
+                 progress=None) -> Engine:
+    """Build ``plan``'s graphs from ``loaded`` (a LoadedModel) with the chosen backend."""
+    from .build import build_runners, kept_env, warm_up
 
-
-def check_target(directory: Path, force: bool) -> None:
-    if not directory.exists():
-        return
-    if not force:
-        raise EngineError(f"{directory} already exists.", "pass --force to replace it, or choose another -o.")
-    if not directory.is_dir() or (any(directory.iterdir()) and not (directory / "engine.json").exists()):
-        raise EngineError(f"{directory} exists and is not a dynashape engine; --force only replaces engines.",
-                          "choose another -o, or remove it yourself.")
-
-
-def _swap_into_place(tmp: Path, directory: Path) -> None:
-    """Rename tmp to directory; an old engine is moved aside first and removed only after."""
-    old = None
-    if directory.exists():
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-        os.replace(directory, old)
-    try:
-        os.replace(tmp, directory)
-    except BaseException:
-        if old is not None:
-            os.replace(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def read_engine_meta(directory: Path) -> dict:
-    """engine.json, checked: format, version, backend, and every artifact's presence and sha256."""
-    rebuild = "rebuild it with dynashape compile ... -o DIR --force"
-    if not directory.is_dir():
-        raise EngineError(f"engine directory {directory} does not exist.",
-                          "build one: dynashape compile random:gpt2 --seq 1:1024 -o " + str(directory))
-    try:
-        meta = json.loads((directory / "engine.json").read_text())
-    except FileNotFoundError:
-        raise EngineError(f"{directory} has no engine.json: it is not a dynashape engine (or a build was cut off).",
-                          rebuild) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EngineError(f"{directory}/engine.json is corrupt.", rebuild) from None
-    if isinstance(meta, dict) and isinstance(meta.get("compile_args"), dict):
-        meta["compile_args"]["out"] = str(directory)  # the rebuild hint names where it is now
-    rebuild = "rebuild it: " + (rebuild_command(meta["compile_args"]) if isinstance(meta, dict)
-                                and isinstance(meta.get("compile_args"), dict) else "dynashape compile ... --force")
-    if not isinstance(meta, dict) or meta.get("format") != ENGINE_FORMAT:
-        raise EngineError(f"{directory} has engine format {meta.get('format') if isinstance(meta, dict) else '?'}, "
-                          f"this dynashape reads format {ENGINE_FORMAT}.", rebuild)
-    if str(meta.get("dynashape", "")).split(".")[:2] != __version__.split(".")[:2]:
-        raise EngineError(f"{directory} was built by dynashape {meta.get('dynashape')}, this is {__version__}.", rebuild)
-    try:
-        get_backend(meta.get("backend", "?"))
-    except BackendError as e:  # an unknown name means a corrupt engine.json; a missing dependency keeps its fix
-        raise EngineError(f"engine {directory} needs backend {meta.get('backend')!r}: {e.message}",
-                          e.fix if meta.get("backend") in BACKENDS else rebuild) from None
-    for name, art in meta.get("artifacts", {}).items():
-        path = directory / art["file"]
-        if not path.is_file():
-            raise EngineError(f"{directory} is missing its {name} artifact {art['file']}.", rebuild)
-        if sha256_file(path) != art["sha256"]:
-            raise EngineError(f"{directory}/{art['file']} does not match its checksum (truncated or edited).", rebuild)
-    for need in ("plan.json", "hf_config.json"):
-        if not (directory / need).is_file():
-            raise EngineError(f"{directory} is missing {need}.", rebuild)
-    return meta
-
-
-def build_engine(loaded, plan: ShapePlan, settings: CompileSettings, out: str | Path | None = None) -> Engine:
-    """Export ``loaded.model`` per ``plan`` and compile it with the chosen backend."""
-    from ..graphs import check_program, export_plan
-
-    backend = get_backend(settings.backend)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineError("--device cuda was asked for, and this machine has no GPU.", "use --device cpu.")
-    model = loaded.model.to(settings.device, parse_dtype(settings.dtype))
-    exported = export_plan(model, plan, settings.device)
-    problems = [f for f in check_program(exported.program, plan) if f.status == "REFUSED"]
-    if problems:
-        raise EngineError(problems[0].message, problems[0].fix)
     t0 = time.perf_counter()
-    extra = {"model": model} if getattr(backend, "NEEDS_MODEL", False) else {}  # onnx: the decode graph
-    runner = backend.compile(exported.program, plan, settings, **extra)
     compile_args = {"model": loaded.name, "seq": plan.serve["seq"].text(), "batch": plan.serve["batch"].text(),
                     "backend": settings.backend, "device": settings.device, "dtype": settings.dtype,
                     "out": str(out) if out else "DIR"}
-    meta = {"compile_args": compile_args, "export_s": round(exported.seconds, 3),
-            "compile_s": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    return Engine(plan, settings.backend, runner, exported.program, settings, loaded.config.to_dict(), meta,
-                  loaded.tokenizer)
+    with kept_env("TRITON_CACHE_DIR"):
+        model, program, runners, timings = build_runners(loaded, plan, settings, progress)
+        meta = dict(timings, compile_args=compile_args, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    torch=torch.__version__.split("+")[0])
+        engine = Engine(plan, settings.backend, runners, settings, loaded.config.to_dict(), model, program, meta,
+                        loaded.tokenizer)
+        if engine.generates:
+            meta["warmup_s"] = warm_up(engine, progress)
+    meta["build_s"] = round(time.perf_counter() - t0, 3)
+    return engine
+
+
+__all__ = ["Engine", "build_engine", "configure", "dtype_name"]

@@ -23,7 +23,12 @@ EAGER_MASK_FIXED = (5, 2)    # transformers >= 5.2: eager attention no longer sl
 
 @dataclass
 class PlanSettings:
-    """What the user asks for. Defaults live here and nowhere else."""
+    """What the user asks for. Defaults live here and nowhere else.
+
+    ``seq`` is the number of positions a sequence may reach (prompt plus new tokens for a generation
+    engine); ``batch`` the rows served at once. ``backend`` and ``device`` decide which graphs the
+    engine holds and the runtime policy (``policy.py``); the last five override that policy.
+    """
 
     seq: Range
     batch: Range = field(default_factory=lambda: Range(1, 1))
@@ -32,6 +37,13 @@ class PlanSettings:
     attn: str = "sdpa"
     inputs: tuple[str, ...] = DEFAULT_INPUTS
     dtype: str = "float32"
+    backend: str = "auto"                      # auto: eager on a GPU (fused kernels), inductor on the CPU
+    device: str = "cpu"
+    graph_batches: tuple[int, ...] | None = None   # CUDA-graph batch sizes (None: the planner's choice)
+    kernels: str = "auto"                      # decode layers: auto | fused | torch
+    prefill_bucket: int | None = None
+    steps_per_graph: int = 8
+    vocab_pad: int = 64
 
 
 @dataclass
@@ -92,6 +104,10 @@ def rule_attention(ctx: _Ctx) -> Finding:
 
 def _specialise(ctx: _Ctx, dim: str) -> Finding:
     r = ctx.serve[dim]
+    if ctx.settings.backend == "eager":
+        ctx.graph[dim] = r
+        return Finding(f"{dim}-specialisation", "OK", f"the eager backend traces nothing, so {dim} "
+                       f"{r.min}..{r.max} runs as it is, without padding.")
     if r.static or r.min > 1:
         ctx.graph[dim] = r
         kind = f"static size {r.min}" if r.static else f"dynamic {r.min}..{r.max}"
@@ -174,18 +190,37 @@ def rule_shared_dims(ctx: _Ctx) -> Finding:
                    "reports 'must always be equal' or specialises the mask to the example size).")
 
 
+FORWARD_BACKENDS = ("onnx", "tensorrt")   # export-only: a no-cache forward graph (onnx adds its own decode)
+
+
 def rule_use_cache(ctx: _Ctx) -> Finding:
-    return Finding("use-cache", "OK", "exported with use_cache=False: a DynamicCache output is not a type "
-                   "torch.export can flatten, and a no-cache graph serves every length.")
+    if ctx.settings.backend in FORWARD_BACKENDS:
+        return Finding("use-cache", "OK", "the forward graph is exported with use_cache=False: a DynamicCache "
+                       "output is not a type torch.export can flatten, and a no-cache graph serves every length.")
+    return Finding("use-cache", "OK", "Hugging Face's DynamicCache is not a type torch.export can flatten, so the "
+                   "prefill and decode graphs take dynashape's static cache tensors as inputs and update them in "
+                   "place.")
 
 
 RULES = (rule_seq_limit, rule_attention, rule_batch_specialisation, rule_seq_specialisation,
          rule_batch_example, rule_seq_example, rule_shared_dims, rule_use_cache)
 
 
+def resolve_backend(settings: PlanSettings) -> str:
+    """``auto``: eager (dynashape's fused kernels, no compiler) on a GPU, inductor on the CPU."""
+    if settings.backend != "auto":
+        return settings.backend
+    return "eager" if str(settings.device).startswith("cuda") else "inductor"
+
+
 def make_plan(model_info: dict, settings: PlanSettings, versions: dict | None = None) -> ShapePlan:
     """Apply every rule; the plan carries each finding (REFUSED ones make ``plan.ok`` false)."""
+    from dataclasses import replace
+
+    from .policy import POLICY_RULES, RuntimeCtx
+
     versions = dict(versions or installed_versions())
+    settings = replace(settings, backend=resolve_backend(settings))
     ctx = _Ctx(model=dict(model_info), settings=settings, versions=versions,
                serve={"batch": settings.batch, "seq": settings.seq})
     findings = [rule(ctx) for rule in RULES]
@@ -194,6 +229,9 @@ def make_plan(model_info: dict, settings: PlanSettings, versions: dict | None = 
         g = ctx.graph[dim]
         if g.opt is None and not g.static:
             ctx.graph[dim] = Range(g.min, g.max, ctx.examples[dim])
-    return ShapePlan(model=ctx.model, serve=ctx.serve, graph=ctx.graph, examples=ctx.examples,
+    plan = ShapePlan(model=ctx.model, serve=ctx.serve, graph=ctx.graph, examples=ctx.examples,
                      pad_to=ctx.pad_to, inputs=inputs, use_cache=False, attn_implementation=ctx.attn,
                      dtype=settings.dtype, findings=findings, versions=versions)
+    rctx = RuntimeCtx(plan, settings)
+    plan.findings += [rule(rctx) for rule in POLICY_RULES]
+    return plan

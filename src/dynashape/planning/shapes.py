@@ -3,10 +3,13 @@
 A ``Range`` is what a user writes for one dimension: ``MIN:MAX`` or ``MIN:MAX:OPT`` (``"1:1024"``,
 ``"2:1024:128"``), or a single size ``N`` for a static dimension.
 
-A ``ShapePlan`` is the single source of truth for what an engine accepts: the ranges the user asked
-for (``serve``), the ranges the exported graph really has (``graph``), the sizes that are padded up
-to the graph's minimum, the example sizes used for export, the inputs and which dimension each of
-their axes is, and the findings that led there. ``doctor`` prints it and every engine stores it.
+A ``ShapePlan`` is the single source of truth for what an engine accepts and how it runs: the
+ranges the user asked for (``serve``), the ranges the compiled graphs really have (``graph``), the
+sizes that are padded up to the graph's minimum, the example sizes used for export, every graph the
+engine holds with its inputs (``graphs``: ``prefill`` and ``decode`` for generation engines,
+``forward`` without a cache for the export-only backends), the runtime policy (``runtime``: cache,
+prefill buckets, CUDA-graph batch sizes, decode kernels), and the findings that led there.
+``doctor`` prints it and every engine stores it as ``plan.json``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 from ..errors import ShapeError
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 DIM_NAMES = ("batch", "seq")
 
 
@@ -97,6 +100,33 @@ class InputSpec:
 
 
 @dataclass
+class RuntimePolicy:
+    """How a generation engine runs (chosen by the planner, overridable, stored with the engine).
+
+    The KV cache has ``cache_slots`` rows (the largest batch plus one scratch row that padding rows
+    write to) of ``cache_len`` positions. Prompts are right-padded to a multiple of
+    ``prefill_bucket``; decode steps run as CUDA graphs captured for ``cuda_graph_batches`` (a batch
+    runs in the smallest captured size that holds it), ``steps_per_graph`` steps per replay.
+    """
+
+    kind: str = "generation"                        # "generation" (prefill + decode) | "forward" (no cache)
+    backend: str = "eager"
+    device: str = "cpu"
+    cache_slots: int = 2
+    cache_len: int = 1024
+    prefill_bucket: int = 64
+    cuda_graph_batches: list[int] = field(default_factory=list)  # empty: no CUDA graphs (CPU)
+    steps_per_graph: int = 8
+    vocab_pad: int = 64
+    attention: str = "matmul"                        # decode attention: "kernel" (split-KV op) | "matmul"
+    kernels: str = "torch"                           # decode layers: "fused" (Triton) | "torch"
+
+    @property
+    def scratch_slot(self) -> int:
+        return self.cache_slots - 1
+
+
+@dataclass
 class ShapePlan:
     model: dict[str, Any]                 # name, n_positions, vocab_size, n_layer, n_head, n_embd
     serve: dict[str, Range]               # what the engine accepts (the user's request)
@@ -110,6 +140,8 @@ class ShapePlan:
     dtype: str = "float32"
     findings: list[Finding] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    graphs: dict[str, list[InputSpec]] = field(default_factory=dict)   # graph name -> its inputs
+    runtime: RuntimePolicy = field(default_factory=RuntimePolicy)
     format: int = PLAN_FORMAT
 
     # ---- queries -------------------------------------------------------------------------
@@ -144,6 +176,8 @@ class ShapePlan:
             "dtype": self.dtype,
             "findings": [dataclasses.asdict(f) for f in self.findings],
             "versions": dict(self.versions),
+            "graphs": {g: [dataclasses.asdict(i) for i in specs] for g, specs in self.graphs.items()},
+            "runtime": dataclasses.asdict(self.runtime),
         }
 
     def dumps(self) -> str:
@@ -152,8 +186,9 @@ class ShapePlan:
     @classmethod
     def from_json(cls, d: dict) -> "ShapePlan":
         if d.get("format") != PLAN_FORMAT:
-            raise ShapeError(f"plan format {d.get('format')!r} is not the supported format {PLAN_FORMAT}.",
-                             "rebuild the engine with this dynashape version (dynashape compile ... --force).")
+            raise ShapeError(f"plan format {d.get('format')!r} is not the supported format {PLAN_FORMAT} (a plan "
+                             "from an older dynashape).", "rebuild the engine with this dynashape version "
+                             "(dynashape compile ... --force).")
         return cls(
             model=dict(d["model"]),
             serve={k: Range.from_json(v) for k, v in d["serve"].items()},
@@ -167,4 +202,6 @@ class ShapePlan:
             dtype=d.get("dtype", "float32"),
             findings=[Finding(**f) for f in d.get("findings", [])],
             versions=dict(d.get("versions", {})),
+            graphs={g: [InputSpec(**i) for i in specs] for g, specs in d.get("graphs", {}).items()},
+            runtime=RuntimePolicy(**d.get("runtime", {})),
         )

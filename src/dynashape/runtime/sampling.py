@@ -1,8 +1,11 @@
-"""Next-token choice from logits: greedy, temperature, top-k, top-p, with a seeded generator.
+"""Next-token choice from logits, per row: greedy, temperature, top-k, top-p, under a per-row seed.
 
-Everything stays on the logits' device and takes no host sync (no ``.item()``), so a decode step
-that samples can be captured in a CUDA graph. Sampling uses the exponential-race trick
-(``argmax(p / q)`` with ``q ~ Exp(1)``), which draws from ``p`` exactly without ``torch.multinomial``.
+Everything stays on the logits' device and takes no host sync, so a decode step that samples can
+be captured in a CUDA graph, and every row carries its own settings (a server batches requests
+with different temperatures). Sampling uses the exponential race (``argmax(p / q)``, ``q ~ Exp(1)``),
+which draws from ``p`` exactly. The noise is not a generator's state: it is a hash of (row's seed,
+position of the token being drawn, vocabulary id), so a request's tokens depend only on its own
+seed and prompt, never on which other requests share its batch or on how steps are grouped.
 """
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import GenerateError
+
+MODES = ("greedy", "sample", "filter")   # filter: some row uses top-k or top-p
+_MIX = (0x9E3779B97F4A7C15 - (1 << 64), 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64))
 
 
 @dataclass(frozen=True)
@@ -32,34 +38,66 @@ class SamplingSettings:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask (to -inf) the logits outside top-k and outside the top-p nucleus. logits: (B, V)."""
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]          # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the mass before it already reaches top_p (the first token always stays)
-        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    @property
+    def mode(self) -> str:
+        if self.greedy:
+            return "greedy"
+        return "filter" if self.top_k or self.top_p < 1.0 else "sample"
 
 
-def sample_next(logits: torch.Tensor, settings: SamplingSettings,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Choose the next token per row. logits: (B, V) -> (B,) int64, without host sync."""
-    if settings.greedy:
-        return torch.argmax(logits, dim=-1)
-    logits = filter_logits(logits.float() / settings.temperature, settings.top_k, settings.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    q = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return torch.argmax(probs / q, dim=-1)
+def batch_mode(settings) -> str:
+    """The one graph mode that serves every row: the most general any row needs."""
+    return max((s.mode for s in settings), key=MODES.index, default="greedy")
 
 
-def make_generator(device: torch.device | str, seed: int) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
+def _shift(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def exp_noise(seed: torch.Tensor, position: torch.Tensor, V: int) -> torch.Tensor:
+    """Exp(1) noise (B, V) from a splitmix64 hash of (seed, position, vocab id); int64 math wraps."""
+    vocab = torch.arange(V, device=seed.device, dtype=torch.int64)
+    x = (seed[:, None] * _MIX[0]) ^ (position[:, None] * _MIX[1]) ^ (vocab[None, :] * _MIX[2])
+    x = (x ^ _shift(x, 30)) * _MIX[1]
+    x = (x ^ _shift(x, 27)) * _MIX[2]
+    x = x ^ _shift(x, 31)
+    u = (_shift(x, 40).float() + 0.5) * (1.0 / (1 << 24))                # (0, 1), 24 random bits
+    return -torch.log(u)
+
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) each row's logits outside its top-k and its top-p nucleus. (B, V); k 0 / p 1 = off."""
+    V = logits.shape[-1]
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    rank = torch.arange(V, device=logits.device)[None, :]
+    k = torch.where(top_k > 0, top_k, V)[:, None]
+    # drop a token when the mass before it already reaches top_p (the first token always stays)
+    drop_sorted = (rank >= k) | ((probs.cumsum(-1) - probs) >= top_p[:, None])
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def choose(logits, mode: str, temperature, top_k, top_p, seed, position) -> torch.Tensor:
+    """Next token per row, (B, V) -> (B,) int64. Rows with temperature 0 take the argmax in any mode.
+    ``position`` (B,) is the position the new token will have (part of the noise key)."""
+    best = torch.argmax(logits, dim=-1)
+    if mode == "greedy":
+        return best
+    greedy = temperature <= 0
+    x = logits.float() / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    if mode == "filter":
+        x = filter_logits(x, top_k, top_p)
+    probs = torch.softmax(x, dim=-1)
+    pick = torch.argmax(probs / exp_noise(seed, position, logits.shape[-1]), dim=-1)
+    return torch.where(greedy, best, pick)
+
+
+def sample_next(logits: torch.Tensor, settings: SamplingSettings, position: torch.Tensor | None = None) -> torch.Tensor:
+    """One setting for every row (the no-cache loop): (B, V) -> (B,)."""
+    B, dev = logits.shape[0], logits.device
+    full = lambda v, dt: torch.full((B,), v, dtype=dt, device=dev)  # noqa: E731
+    position = torch.zeros(B, dtype=torch.long, device=dev) if position is None else position
+    return choose(logits, settings.mode, full(settings.temperature, torch.float32), full(settings.top_k, torch.long),
+                  full(settings.top_p, torch.float32), full(settings.seed, torch.long), position)

@@ -1,0 +1,31 @@
+"""Fused Triton kernels for the GPT-2 decode step (M = 1..64 rows, one token each).
+
+A decoder layer's decode work in five kernels instead of ~12: ``qkv_to_cache`` (ln_1 + QKV + KV-cache
+write), ``decode_attention`` (split-KV), ``linear_residual`` (attn.c_proj + residual), ``ln_linear``
+(ln_2 + c_fc + GELU), ``linear_residual`` (mlp.c_proj + residual); the split ones add a small combine
+launch (5..8 launches). Plus ``embed`` before the first layer and ``ln_linear`` (ln_f + lm_head) after. Each kernel reads
+its weights once, grids depend on shapes only, and nothing syncs with the host: CUDA-graph capturable.
+
+Triton is optional: without it this package imports, ``available`` says False, and the kernels raise
+``KernelError``. ``TRITON_INTERPRET=1`` (set before triton is first imported) runs them on CPU tensors.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .attention import attention_config, decode_attention
+from .linear import (TARGET_PROGRAMS, KernelConfig, KernelError, default_config, embed, linear_residual,
+                     ln_linear, qkv_to_cache, triton)
+
+__all__ = ["KernelConfig", "KernelError", "TARGET_PROGRAMS", "attention_config", "available", "decode_attention",
+           "default_config", "embed", "linear_residual", "ln_linear", "qkv_to_cache"]
+
+
+def available(device) -> bool:
+    """True when Triton is importable and can run on ``device``: CUDA, or any device under the interpreter."""
+    if triton is None:
+        return False
+    interpret = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    return torch.device(device).type == "cuda" or interpret

@@ -1,0 +1,134 @@
+"""Decode attention over one layer's static KV cache, split-KV ("flash-decoding").
+
+Why: at decode each row has one query, so a kernel parallel over (row, head) alone has 12 programs at
+batch 1 and leaves most of the GPU idle while it streams the cache. Here every (row, head) gets a fixed
+number of splits, chosen from SHAPES only (rows x heads x splits ~ 2 programs per SM), so the grid never
+depends on the lengths and the launch is CUDA-graph capturable. Each split computes its chunk IN THE
+KERNEL from its row's own length pos[m] + 1, so a 40-token row reads 40 positions, not the cache's L,
+and nothing at or beyond the length is ever loaded. Splits keep an online softmax (running max, sum,
+weighted values, fp32) and a combine kernel rescales them to a common max; with one split the first
+kernel normalises and writes the output itself.
+
+Layout: q (M, C) = (M, H, D); k_cache, v_cache (n_slots, H, L, D) with any strides for the leading dims
+(a view ``K[layer]`` of an (n_layer, n_slots, H, L, D) buffer works) and a contiguous last dim; row m
+reads cache row slots[m], positions 0..pos[m]. D may be any size (padded to a power of two in
+registers). Reference: https://crfm.stanford.edu/2023/10/12/flashdecoding.html
+"""
+from __future__ import annotations  # annotations stay strings: ``tl.constexpr`` need not exist here
+
+import torch
+
+from .linear import KernelConfig, _cdiv, _jit, _pow2, as_config, check, require_triton, TARGET_PROGRAMS
+
+try:
+    import triton.language as tl
+except ImportError:                                      # CPU-only installs: require_triton raises
+    tl = None
+
+
+def attention_config(M: int, H: int, L: int) -> KernelConfig:
+    """block_k: cache positions per step (64, fewer for a short cache); split: enough splits for
+    TARGET_PROGRAMS programs over M * H (row, head) pairs, at most one per block of the cache.
+    8 warps: 118 registers at block 64 on sm_90 (4 warps: 202)."""
+    block = max(16, min(64, _pow2(L)))
+    split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block)))
+    return KernelConfig(block_m=1, block_n=1, block_k=block, split=split, num_warps=8, num_stages=2)
+
+
+@_jit
+def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
+                     sk0, sk1, sk2, sv0, sv1, sv2, D: tl.constexpr, DP: tl.constexpr,
+                     NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
+    """Program (m * H + h, split): online softmax over positions [lo, hi) of row m's length."""
+    mh = tl.program_id(0)
+    split = tl.program_id(1)
+    m = mh // H
+    h = mh % H
+    slot = tl.load(Slots + m).to(tl.int64)
+    length = tl.minimum(tl.load(Pos + m).to(tl.int32) + 1, L)                  # attend 0..pos
+    chunk = tl.cdiv(tl.cdiv(length, NSPLIT), BLOCK) * BLOCK                    # whole blocks per split
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, length)                                        # lo >= hi: empty split
+    d = tl.arange(0, DP)
+    d_ok = d < D
+    q = tl.load(Q + m * sqm + h * D + d, mask=d_ok, other=0.0).to(tl.float32) * scale   # (DP,)
+    k_row = Kc + slot * sk0 + h * sk1
+    v_row = Vc + slot * sv0 + h * sv1
+    m_i = tl.max(tl.full([BLOCK], float("-inf"), tl.float32), axis=0)         # running max (scalar)
+    l_i = tl.sum(tl.zeros([BLOCK], dtype=tl.float32), axis=0)                  # running sum (scalar)
+    acc = tl.zeros([DP], dtype=tl.float32)
+    for start in range(lo, hi, BLOCK):
+        s = start + tl.arange(0, BLOCK)
+        ok = s < hi
+        tile_ok = ok[:, None] & d_ok[None, :]
+        k = tl.load(k_row + s[:, None] * sk2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
+        sc = tl.where(ok, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))  # (BLOCK,)
+        m_new = tl.maximum(m_i, tl.max(sc, axis=0))
+        alpha = tl.exp(m_i - m_new)                                            # 0 on the first step
+        p = tl.exp(sc - m_new)                                                 # 0 where masked
+        v = tl.load(v_row + s[:, None] * sv2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
+        acc = acc * alpha + tl.sum(v.to(tl.float32) * p[:, None], axis=0)
+        l_i = l_i * alpha + tl.sum(p, axis=0)
+        m_i = m_new
+    if SINGLE:
+        tl.store(O + m * som + h * D + d, (acc / l_i).to(O.dtype.element_ty), mask=d_ok)
+    else:                                                    # an empty split leaves m = -inf, l = 0, acc = 0
+        tl.store(Mp + mh * NSPLIT + split, m_i)
+        tl.store(Lp + mh * NSPLIT + split, l_i)
+        tl.store(O + (mh * NSPLIT + split) * DP + d, acc)
+
+
+@_jit
+def _combine_kernel(Op, Mp, Lp, O, H, som, D: tl.constexpr, DP: tl.constexpr,
+                    NSPLIT: tl.constexpr, NS: tl.constexpr):
+    """Program m * H + h: rescale the splits' partial sums to their common max and normalise."""
+    mh = tl.program_id(0)
+    m = mh // H
+    h = mh % H
+    sp = tl.arange(0, NS)
+    ok = sp < NSPLIT
+    d = tl.arange(0, DP)
+    mx = tl.load(Mp + mh * NSPLIT + sp, mask=ok, other=float("-inf"))            # (NS,)
+    w = tl.exp(mx - tl.max(mx, axis=0))                                          # 0 for empty splits
+    den = tl.sum(tl.load(Lp + mh * NSPLIT + sp, mask=ok, other=0.0) * w, axis=0)
+    acc = tl.load(Op + (mh * NSPLIT + sp[:, None]) * DP + d[None, :], mask=ok[:, None], other=0.0)  # (NS, DP)
+    out = tl.sum(acc * w[:, None], axis=0) / den                                 # (DP,)
+    tl.store(O + m * som + h * D + d, out.to(O.dtype.element_ty), mask=d < D)
+
+
+def _check_attention(q, k_cache, v_cache, slots, pos, n_head: int) -> tuple[int, int, int]:
+    check(q.dim() == 2 and q.stride(1) == 1 and q.shape[1] % n_head == 0,
+          f"q must be (M, C) with C divisible by n_head = {n_head}, got {tuple(q.shape)}")
+    M, C = q.shape
+    D = C // n_head
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        check(t.dim() == 4 and t.shape[1] == n_head and t.shape[3] == D and t.stride(3) == 1,
+              f"{name} must be (n_slots, {n_head}, L, {D}) with a contiguous last dim, got {tuple(t.shape)}")
+    check(k_cache.shape == v_cache.shape, "k_cache and v_cache must have the same shape")
+    check(slots.shape == (M,) and pos.shape == (M,), f"slots and pos must be ({M},)")
+    require_triton(q, k_cache, v_cache, slots, pos)
+    return M, D, k_cache.shape[2]
+
+
+def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float, config=None) -> torch.Tensor:
+    """softmax(q k^T * scale) v for one query per row over k_cache[slots[m], h, 0..pos[m]] (fp32 softmax).
+    q (M, C); k_cache, v_cache (n_slots, n_head, L, D); slots, pos (M,) integer, trusted (a check would
+    sync with the host): slots[m] < n_slots, and a length pos[m] + 1 above L is clamped to L
+    -> (M, C) in q's dtype."""
+    M, D, L = _check_attention(q, k_cache, v_cache, slots, pos, n_head)
+    cfg = as_config(config, attention_config(M, n_head, L))
+    H, DP, n = n_head, _pow2(D), cfg.split
+    out = q.new_empty(q.shape)
+    strides = (q.stride(0), out.stride(0), *k_cache.stride()[:3], *v_cache.stride()[:3])
+    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if n == 1:
+        _split_kv_kernel[(M * H, 1)](q, k_cache, v_cache, slots, pos, out, out, out, float(scale), H, L,
+                                     *strides, SINGLE=True, **launch)
+        return out
+    part = torch.empty(M * H, n, DP, dtype=torch.float32, device=q.device)    # (M*H, split, DP)
+    mx, den = (torch.empty(M * H, n, dtype=torch.float32, device=q.device) for _ in range(2))
+    _split_kv_kernel[(M * H, n)](q, k_cache, v_cache, slots, pos, part, mx, den, float(scale), H, L,
+                                 *strides, SINGLE=False, **launch)
+    _combine_kernel[(M * H,)](part, mx, den, out, H, out.stride(0), D=D, DP=DP, NSPLIT=n, NS=_pow2(n),
+                              num_warps=cfg.num_warps)
+    return out

@@ -1,0 +1,391 @@
+"""Fused decode projections for GPT-2: LayerNorm + linear (+ GELU, + KV-cache write), linear + residual.
+
+Why: a decode step (M = 1..64 rows, one token each) is memory-bound; every weight is read once and
+the activations are tiny. So each kernel streams its weight (N, K) once, along K (contiguous, 16-byte
+loads), with all the rows of the batch in the same program, and folds the small ops around the matmul
+into it: the LayerNorm before (its row statistics recomputed per program: K is only 768..1600), the
+bias, GELU, the residual add or the KV-cache store after. One launch replaces 3 to 5.
+
+- ``ln_linear``:       act(layer_norm(x) @ w.T + b)          ln_1+QKV, ln_2+c_fc+gelu, ln_f+lm_head
+- ``qkv_to_cache``:    the same with N = 3C; k, v go straight into the cache, only q is returned
+- ``linear_residual``: residual + h @ w.T + b                 attn.c_proj, mlp.c_proj (split-K)
+- ``embed``:           wte[tok] + wpe[pos]
+
+M <= 16 multiplies and sums in registers (a matrix-vector product); larger M uses ``tl.dot``.
+Grids depend on shapes only and nothing syncs with the host, so all of it is CUDA-graph capturable.
+Everything accumulates in fp32. Reference: gpt-fast (https://github.com/pytorch-labs/gpt-fast); split-K
+as in Triton's matmul tutorials, but reduced by a second kernel in a fixed order (deterministic).
+"""
+from __future__ import annotations  # annotations stay strings: ``tl.constexpr`` need not exist here
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ...errors import DynashapeError
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:                                      # CPU-only installs: launchers raise KernelError
+    triton = tl = None
+
+SMS = 132                      # H100 SXM streaming multiprocessors
+TARGET_PROGRAMS = 2 * SMS      # enough programs in flight to keep every SM's loads busy
+ACTS = {None: 0, "gelu_tanh": 1}
+
+
+class KernelError(DynashapeError):
+    """A fused decode kernel cannot run: Triton missing, or inputs outside the kernels' layout."""
+
+
+def _jit(fn):
+    """``triton.jit`` when Triton is installed; the plain function otherwise (never launched then)."""
+    return triton.jit(fn) if triton is not None else fn
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Launch parameters. Matmuls: rows, columns, reduction step per program; ``split`` = K splits.
+    decode_attention: ``block_k`` = cache positions per step, ``split`` = KV splits per (row, head)."""
+
+    block_m: int = 1
+    block_n: int = 16
+    block_k: int = 128
+    split: int = 1
+    num_warps: int = 4
+    num_stages: int = 2
+    use_dot: bool = False      # tl.dot on tensor cores: block_m, block_n, block_k >= 16
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _matmul_config(M: int, N: int, K: int, max_bn: int, shrink_rows: bool = True) -> KernelConfig:
+    """All rows in one program up to M = 16 (each weight tile is read once), then 16..64-row tl.dot
+    tiles. block_n: the widest up to ``max_bn`` that still gives TARGET_PROGRAMS programs; if the
+    narrowest does not, smaller row tiles (dot path, ``shrink_rows``).
+    Register budgets from ptxas -v on sm_90 (no spills): the broadcast product bm*bn*bk <= 4096
+    per 4 warps and block_n <= 16 (wider tiles cost 120..255 registers); dot tiles of 64 x 64 need 8 warps."""
+    use_dot = M > 16
+    bm = min(64, _pow2(M))
+    lo, hi = (16, max_bn) if use_dot else (8, min(16, max_bn))
+    bn = hi
+    while bn > lo and _cdiv(N, bn) * _cdiv(M, bm) < TARGET_PROGRAMS:
+        bn //= 2
+    while shrink_rows and use_dot and bm > 16 and _cdiv(N, bn) * _cdiv(M, bm) < TARGET_PROGRAMS:
+        bm //= 2                  # more row tiles: the weight is read again, mostly from L2
+    if use_dot:
+        return KernelConfig(bm, bn, 32 if bm == 64 else 64, 1, 8 if bm * bn >= 2048 else 4, 3, True)
+    bk = max(64, min(256, _pow2(K), 2048 // (bm * bn)))          # >= 128-byte rows of fp16 weight
+    return KernelConfig(bm, bn, bk, 1, 8 if bm * bn * bk > 4096 else 4, 2, False)
+
+
+def default_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
+    """H100 defaults by rule (a GPU sweep may try others). kind: "ln_linear" (also qkv_to_cache:
+    N = 3C), "linear_residual", "embed" (N = C), "attention" (N = n_head, K = cache length L)."""
+    if kind == "ln_linear":
+        return _matmul_config(M, N, K, 64)
+    if kind == "linear_residual":
+        # few columns (N = C) and a long K: 16-column tiles, then split K (chunks >= 128) until
+        # TARGET_PROGRAMS; the reduction step shrinks to fit a chunk
+        cfg = _matmul_config(M, N, K, 16, shrink_rows=False)
+        tiles = _cdiv(N, cfg.block_n) * _cdiv(M, cfg.block_m)
+        split = max(1, min(_cdiv(TARGET_PROGRAMS, tiles), K // 128))
+        bk = max(16, min(cfg.block_k, 1 << (_cdiv(K, split).bit_length() - 1)))  # <= the chunk
+        return dataclasses.replace(cfg, block_k=bk, split=split)
+    if kind == "embed":
+        return KernelConfig(block_n=min(1024, _pow2(N)))
+    if kind == "attention":
+        from .attention import attention_config
+        return attention_config(M, N, K)
+    raise KernelError(f"unknown kernel kind {kind!r}.", "use ln_linear, linear_residual, embed or attention.")
+
+
+def as_config(config, default: KernelConfig) -> KernelConfig:
+    """None -> the default; a dict overrides some fields of the default; a KernelConfig is used as is."""
+    if config is None:
+        return default
+    if isinstance(config, dict):
+        config = dataclasses.replace(default, **config)
+    if config.use_dot and min(config.block_m, config.block_n, config.block_k) < 16:
+        raise KernelError(f"use_dot needs block_m, block_n, block_k >= 16, got {config}.",
+                          "raise the blocks or set use_dot=False.")
+    return config
+
+
+def require_triton(*tensors: torch.Tensor) -> None:
+    """Clear errors instead of Triton's: no Triton, or tensors on different devices."""
+    if triton is None:
+        raise KernelError("the fused decode kernels need Triton, which is not installed.",
+                          "pip install triton (CUDA machines), or use the plain torch decode path.")
+    if len({t.device for t in tensors}) > 1:
+        raise KernelError(f"inputs are on several devices: {sorted({str(t.device) for t in tensors})}.",
+                          "move them to one device.")
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise KernelError(f"{what}.", "pass tensors in the layout the docstring gives (see kernels/linear.py).")
+
+
+def _check_matmul(x: torch.Tensor, w: torch.Tensor, b, *others: torch.Tensor) -> tuple[int, int, int]:
+    check(x.dim() == 2 and x.stride(1) == 1, f"x must be (M, K) with a contiguous last dim, got {tuple(x.shape)}")
+    check(w.dim() == 2 and w.is_contiguous(), f"w must be a contiguous (N, K) nn.Linear weight, got {tuple(w.shape)}")
+    M, K = x.shape
+    N = w.shape[0]
+    check(w.shape[1] == K, f"w has K = {w.shape[1]}, x has K = {K}")
+    check(b is None or (b.shape == (N,) and b.is_contiguous()), f"bias must be ({N},)")
+    require_triton(x, w, *([] if b is None else [b]), *others)
+    return M, N, K
+
+
+# ---- kernels: one K loop shared by both matmuls, epilogues for rows, the cache and the residual -----
+@_jit
+def _matmul_tile(X, LnW, LnB, W, rm, rn, M, N, sxm, mean, rstd, k_lo,
+                 K: tl.constexpr, K_CHUNK: tl.constexpr, HAS_LN: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) fp32 tile of [layer_norm](x) @ w.T over k in [k_lo, k_lo + K_CHUNK)."""
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    rk = tl.arange(0, BLOCK_K)
+    w_rows = W + rn.to(tl.int64)[:, None] * K                                  # (BLOCK_N, 1)
+    for k0 in range(0, K_CHUNK, BLOCK_K):             # constant trip count: k_lo may be a program id
+        kk = k_lo + k0 + rk
+        k_ok = kk < K
+        a = tl.load(X + rm[:, None] * sxm + kk[None, :], mask=(rm[:, None] < M) & k_ok[None, :],
+                    other=0.0).to(tl.float32)                                  # (BLOCK_M, BLOCK_K)
+        if HAS_LN:                # masked k: g = beta = 0, so a stays 0 there
+            g = tl.load(LnW + kk, mask=k_ok, other=0.0).to(tl.float32)
+            beta = tl.load(LnB + kk, mask=k_ok, other=0.0).to(tl.float32)
+            a = (a - mean[:, None]) * rstd[:, None] * g[None, :] + beta[None, :]
+        w = tl.load(w_rows + kk[None, :], mask=(rn[:, None] < N) & k_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_K)
+        if USE_DOT:
+            acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision=DOT_PREC)
+        else:
+            acc += tl.sum(a[:, None, :] * w[None, :, :].to(tl.float32), axis=2)
+    return acc
+
+
+@_jit
+def _row_stats(X, rm, M, sxm, eps, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """LayerNorm mean and 1/std of BLOCK_M rows, two passes in fp32 (exact for large means)."""
+    rk = tl.arange(0, BLOCK_K)
+    total = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ok = (rm[:, None] < M) & (k0 + rk[None, :] < K)
+        total += tl.sum(tl.load(X + rm[:, None] * sxm + k0 + rk[None, :], mask=ok, other=0.0).to(tl.float32), axis=1)
+    mean = total / K
+    sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ok = (rm[:, None] < M) & (k0 + rk[None, :] < K)
+        x = tl.load(X + rm[:, None] * sxm + k0 + rk[None, :], mask=ok, other=0.0).to(tl.float32)
+        dx = tl.where(ok, x - mean[:, None], 0.0)
+        sq += tl.sum(dx * dx, axis=1)
+    return mean, tl.rsqrt(sq / K + eps)
+
+
+@_jit
+def _store_qkv(acc, Q, Kc, Vc, Slots, Pos, rm, rn, M, L, sqm, sk0, sk1, sk2, sv0, sv1, sv2,
+               C: tl.constexpr, D: tl.constexpr):
+    """Columns [0, C) -> q rows; [C, 2C) -> k_cache[slot, h, pos, d]; [2C, 3C) -> v_cache likewise.
+    A position >= L is not stored (memory safety without a host-side check)."""
+    m_ok = rm < M
+    slot = tl.load(Slots + rm, mask=m_ok, other=0).to(tl.int64)               # (BLOCK_M,)
+    pos = tl.load(Pos + rm, mask=m_ok, other=0).to(tl.int64)
+    is_q = rn < C
+    is_k = (rn >= C) & (rn < 2 * C)
+    is_v = (rn >= 2 * C) & (rn < 3 * C)
+    tl.store(Q + rm[:, None] * sqm + rn[None, :], acc.to(Q.dtype.element_ty), mask=m_ok[:, None] & is_q[None, :])
+    m_ok = m_ok & (pos < L)
+    j = tl.where(is_k, rn - C, tl.where(is_v, rn - 2 * C, 0))                 # column inside its third
+    h = j // D
+    d = j % D
+    k_at = slot[:, None] * sk0 + h[None, :] * sk1 + pos[:, None] * sk2 + d[None, :]
+    tl.store(Kc + k_at, acc.to(Kc.dtype.element_ty), mask=m_ok[:, None] & is_k[None, :])
+    v_at = slot[:, None] * sv0 + h[None, :] * sv1 + pos[:, None] * sv2 + d[None, :]
+    tl.store(Vc + v_at, acc.to(Vc.dtype.element_ty), mask=m_ok[:, None] & is_v[None, :])
+
+
+@_jit
+def _ln_linear_kernel(X, LnW, LnB, W, Bias, Y, Kc, Vc, Slots, Pos, M, N, L, eps,
+                      sxm, sym, sk0, sk1, sk2, sv0, sv1, sv2,
+                      K: tl.constexpr, C: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      ACT: tl.constexpr, TO_CACHE: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
+                      DOT_PREC: tl.constexpr):
+    """Program (column block, row block): act(layer_norm(x) @ w.T + b) -> Y, or q/k/v (TO_CACHE)."""
+    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
+    mean, rstd = _row_stats(X, rm, M, sxm, eps, K, BLOCK_M, BLOCK_K)
+    acc = _matmul_tile(X, LnW, LnB, W, rm, rn, M, N, sxm, mean, rstd, 0, K, K, True,
+                       BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)            # (BLOCK_M, BLOCK_N)
+    if HAS_BIAS:
+        acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    if ACT == 1:              # GPT-2 gelu_new: 0.5 a (1 + tanh(u)) = a * sigmoid(2u), stable at both ends
+        u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
+        acc = acc * tl.sigmoid(2.0 * u)
+    if TO_CACHE:
+        _store_qkv(acc, Y, Kc, Vc, Slots, Pos, rm, rn, M, L, sym, sk0, sk1, sk2, sv0, sv1, sv2, C, D)
+    else:
+        ok = (rm[:, None] < M) & (rn[None, :] < N)
+        tl.store(Y + rm[:, None] * sym + rn[None, :], acc.to(Y.dtype.element_ty), mask=ok)
+
+
+@_jit
+def _residual_epilogue(acc, Bias, R, Y, rm, rn, M, N, srm, sym, HAS_BIAS: tl.constexpr):
+    """Y = R + acc (+ bias), rounded once; Y may be R itself (each element read, then written)."""
+    ok = (rm[:, None] < M) & (rn[None, :] < N)
+    if HAS_BIAS:
+        acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    r = tl.load(R + rm[:, None] * srm + rn[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(Y + rm[:, None] * sym + rn[None, :], (acc + r).to(Y.dtype.element_ty), mask=ok)
+
+
+@_jit
+def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
+                   K: tl.constexpr, K_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Program (column block, K split, row block): h @ w.T over one K chunk; fp32 partial to P
+    (SPLIT) or the finished residual + ... + b to Y."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
+    rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
+    acc = _matmul_tile(Hx, Hx, Hx, W, rm, rn, M, N, shm, 0.0, 0.0, tl.program_id(1) * K_CHUNK, K, K_CHUNK,
+                       False, BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)    # (BLOCK_M, BLOCK_N)
+    if SPLIT:
+        at = (tl.program_id(1) * M + rm[:, None]) * N + rn[None, :]            # P (split, M, N)
+        tl.store(P + at, acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
+    else:
+        _residual_epilogue(acc, Bias, R, Y, rm, rn, M, N, srm, sym, HAS_BIAS)
+
+
+@_jit
+def _splitk_reduce_kernel(P, Bias, R, Y, M, N, srm, sym, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Sum the K splits in a fixed order (deterministic, no atomics), then bias and residual."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    ok = (rm[:, None] < M) & (rn[None, :] < N)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for s in range(SPLIT_K):
+        acc += tl.load(P + (s * M + rm[:, None]) * N + rn[None, :], mask=ok, other=0.0)
+    _residual_epilogue(acc, Bias, R, Y, rm, rn, M, N, srm, sym, HAS_BIAS)
+
+
+@_jit
+def _embed_kernel(Tok, Pos, Wte, Wpe, Y, C, s_te, s_pe, sym, BLOCK_C: tl.constexpr):
+    """Program (row, column block): wte[tok] + wpe[pos] in fp32, one rounding."""
+    m = tl.program_id(0)
+    rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = rc < C
+    tok = tl.load(Tok + m).to(tl.int64)
+    pos = tl.load(Pos + m).to(tl.int64)
+    e = tl.load(Wte + tok * s_te + rc, mask=ok, other=0.0).to(tl.float32)
+    e += tl.load(Wpe + pos * s_pe + rc, mask=ok, other=0.0).to(tl.float32)
+    tl.store(Y + m * sym + rc, e.to(Y.dtype.element_ty), mask=ok)
+
+
+# ---- launchers ------------------------------------------------------------------------------------
+def _dot_prec(w: torch.Tensor) -> str:
+    return "ieee" if w.dtype == torch.float32 else "tf32"      # fp32 stays exact; fp16/bf16 ignore it
+
+
+def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None) -> None:
+    """cache: None, or (k_cache, v_cache, slots, pos, C, D) for the TO_CACHE epilogue."""
+    M, K = x.shape
+    N = w.shape[0]
+    kc, vc, slots, pos, C, D = cache if cache is not None else (y, y, y, y, 0, 1)
+    L = kc.shape[2] if cache is not None else 0
+    strides = (*kc.stride()[:3], *vc.stride()[:3]) if cache is not None else (0,) * 6
+    grid = (_cdiv(N, cfg.block_n), _cdiv(M, cfg.block_m))
+    _ln_linear_kernel[grid](
+        x, ln_w, ln_b, w, b if b is not None else w, y, kc, vc, slots, pos, M, N, L, float(eps),
+        x.stride(0), y.stride(0), *strides,
+        K=K, C=C, D=D, HAS_BIAS=b is not None, ACT=act, TO_CACHE=cache is not None,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, USE_DOT=cfg.use_dot,
+        DOT_PREC=_dot_prec(w), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def ln_linear(x, ln_w, ln_b, eps: float, w, b=None, act=None, out=None, config=None) -> torch.Tensor:
+    """act(layer_norm(x) @ w.T + b). x (M, K); ln_w, ln_b (K,); w (N, K) contiguous; b (N,) or None;
+    act None or "gelu_tanh"; out (M, N) or None -> (M, N) in x's dtype."""
+    M, N, K = _check_matmul(x, w, b, ln_w, ln_b, *([] if out is None else [out]))
+    check(ln_w.shape == (K,) and ln_b.shape == (K,), f"ln_w and ln_b must be ({K},)")
+    check(act in ACTS, f"act must be one of {list(ACTS)}, got {act!r}")
+    y = out if out is not None else x.new_empty(M, N)
+    check(y.shape == (M, N) and y.stride(1) == 1, f"out must be ({M}, {N}) with a contiguous last dim")
+    cfg = as_config(config, default_config("ln_linear", M, N, K))
+    _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=ACTS[act])
+    return y
+
+
+def qkv_to_cache(x, ln_w, ln_b, eps: float, w, b, k_cache, v_cache, slots, pos, n_head: int,
+                 config=None) -> torch.Tensor:
+    """q of layer_norm(x) @ w.T + b (w (3C, C), q | k | v thirds, heads of D = C // n_head inside
+    each); k and v rows are stored at k_cache[slots[m], h, pos[m], :] (v likewise), nothing else is
+    written (a pos[m] >= L is dropped, not checked on the host). k_cache, v_cache (n_slots, H, L, D)
+    with any leading strides and a contiguous last dim; slots, pos (M,) integer -> q (M, C)."""
+    M, N, K = _check_matmul(x, w, b, ln_w, ln_b, k_cache, v_cache, slots, pos)
+    C = K
+    check(N == 3 * C and C % n_head == 0, f"w must be (3C, C) with C divisible by n_head, got {tuple(w.shape)}")
+    check(ln_w.shape == (C,) and ln_b.shape == (C,), f"ln_w and ln_b must be ({C},)")
+    D = C // n_head
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        check(t.dim() == 4 and t.shape[1] == n_head and t.shape[3] == D and t.stride(3) == 1,
+              f"{name} must be (n_slots, {n_head}, L, {D}) with a contiguous last dim, got {tuple(t.shape)}")
+    check(k_cache.shape == v_cache.shape, "k_cache and v_cache must have the same shape")
+    check(slots.shape == (M,) and pos.shape == (M,), f"slots and pos must be ({M},)")
+    q = x.new_empty(M, C)
+    cfg = as_config(config, default_config("ln_linear", M, N, K))
+    _launch_ln_linear(x, ln_w, ln_b, eps, w, b, q, cfg, cache=(k_cache, v_cache, slots, pos, C, D))
+    return q
+
+
+def linear_residual(h, w, b, residual, out=None, config=None) -> torch.Tensor:
+    """residual + h @ w.T + b. h (M, K); w (N, K); b (N,) or None; residual (M, N); out (M, N), may be
+    residual itself (in place). With split > 1: fp32 partials per K chunk, summed in a fixed order by a
+    second kernel (deterministic; no atomics) -> (M, N) in residual's dtype."""
+    M, N, K = _check_matmul(h, w, b, residual, *([] if out is None else [out]))
+    check(residual.shape == (M, N) and residual.stride(1) == 1, f"residual must be ({M}, {N})")
+    y = out if out is not None else torch.empty_like(residual)
+    check(y.shape == (M, N) and y.stride(1) == 1, f"out must be ({M}, {N}) with a contiguous last dim")
+    cfg = as_config(config, default_config("linear_residual", M, N, K))
+    chunk = _cdiv(_cdiv(K, cfg.split), cfg.block_k) * cfg.block_k              # K per split, whole steps
+    split = _cdiv(K, chunk)
+    part = torch.empty(split, M, N, dtype=torch.float32, device=h.device) if split > 1 else y
+    bias = b if b is not None else w
+    grid = (_cdiv(N, cfg.block_n), split, _cdiv(M, cfg.block_m))
+    _linear_kernel[grid](h, w, bias, residual, y, part, M, N, h.stride(0), residual.stride(0), y.stride(0),
+                         K=K, K_CHUNK=chunk, HAS_BIAS=b is not None, SPLIT=split > 1,
+                         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                         USE_DOT=cfg.use_dot, DOT_PREC=_dot_prec(w),
+                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if split > 1:
+        rbm, rbn = min(_pow2(M), 4), 256
+        _splitk_reduce_kernel[(_cdiv(N, rbn), _cdiv(M, rbm))](
+            part, bias, residual, y, M, N, residual.stride(0), y.stride(0),
+            SPLIT_K=split, HAS_BIAS=b is not None, BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4)
+    return y
+
+
+def embed(tok, pos, wte, wpe, out=None, config=None) -> torch.Tensor:
+    """wte[tok] + wpe[pos]. tok, pos (M,) integer; wte (V, C), wpe (P, C), last dim contiguous
+    -> (M, C) in wte's dtype. Ids are not range-checked here (that would need a host sync)."""
+    M = tok.shape[0]
+    C = wte.shape[1]
+    check(tok.dim() == 1 and pos.shape == (M,), "tok and pos must both be (M,)")
+    check(wte.stride(1) == 1 and wpe.dim() == 2 and wpe.shape[1] == C and wpe.stride(1) == 1,
+          f"wte (V, C) and wpe (P, C) must share C = {C} with contiguous rows")
+    require_triton(tok, pos, wte, wpe)
+    y = out if out is not None else wte.new_empty(M, C)
+    cfg = as_config(config, default_config("embed", M, C, 0))
+    _embed_kernel[(M, _cdiv(C, cfg.block_n))](tok, pos, wte, wpe, y, C, wte.stride(0), wpe.stride(0), y.stride(0),
+                                              BLOCK_C=cfg.block_n, num_warps=cfg.num_warps)
+    return y

@@ -1,0 +1,161 @@
+"""Captured steps: prefill and decode bodies over static buffers, replayed as CUDA graphs on a GPU.
+
+A body reads and writes only buffers that outlive it (the cache, the slot state, its own inputs and
+outputs), so one capture serves every later call of its shape: the host only rewrites the ``rows``
+buffer (which slot each batch row is) and the prompt buffers. Batches are padded to the size the
+graph has (the plan's CUDA-graph sizes; compiled graphs start at 2) with rows that name the scratch
+slot. Before a capture the body runs twice on a side stream with every row on the scratch slot,
+so compilation, autotuning and library workspaces stay out of the graph and no request is touched.
+"""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import torch
+
+from .sampling import choose
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+class GraphSet:
+    def __init__(self, gen, prefill_fn, decode_fn):
+        self.gen, self.plan, self.policy = gen, gen.plan, gen.policy
+        self.prefill_fn, self.decode_fn = prefill_fn, decode_fn
+        self.device = gen.device
+        self.cuda = self.device.type == "cuda" and bool(self.policy.cuda_graph_batches)
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda else None
+        self.entries: dict[tuple, SimpleNamespace] = {}
+        self.scratch = self.policy.scratch_slot
+        self.captured = 0
+
+    # ---- sizes -----------------------------------------------------------------------------------
+    def batch_size(self, n: int) -> int:
+        """The batch a step of n rows runs as: the smallest captured size >= n, at least the graph's min."""
+        sizes = [s for s in self.policy.cuda_graph_batches if s >= n] if self.cuda else []
+        return self.plan.graph_size("batch", min(sizes) if sizes else n)
+
+    def prefill_len(self, n: int) -> int:
+        """The length a prompt of n tokens is right-padded to (bucketed; compiled graphs start at 2)."""
+        T = _round_up(self.plan.graph_size("seq", n), self.policy.prefill_bucket)
+        return max(min(T, self.plan.graph["seq"].max), n)
+
+    def _rows(self, slots: list[int], B: int) -> torch.Tensor:
+        return torch.tensor(slots + [self.scratch] * (B - len(slots)), dtype=torch.long)
+
+    # ---- bodies ----------------------------------------------------------------------------------
+    def _decode_body(self, e, n: int, mode: str):
+        st, gen, last_pos = self.gen.state, self.gen, self.policy.cache_len - 1
+
+        def body():
+            rows = e.rows
+            for i in range(n):
+                pos = st.pos[rows].clamp(max=last_pos)          # a finished row never writes past the cache
+                logits = self.decode_fn(st.tok[rows], pos, rows, gen.k, gen.v)     # (B, V)
+                nxt = choose(logits, mode, *st.sampling(rows), pos + 1)
+                e.out[i].copy_(nxt)
+                st.tok[rows] = nxt
+                st.pos[rows] = pos + 1
+        return body
+
+    def _prefill_body(self, e, mode: str):
+        st, gen = self.gen.state, self.gen
+
+        def body():
+            logits = self.prefill_fn(e.idx, e.last, e.rows, gen.k, gen.v)          # (B, V)
+            first = choose(logits, mode, *st.sampling(e.rows), e.last + 1)
+            e.out.copy_(first)
+            st.tok[e.rows] = first
+            st.pos[e.rows] = e.last + 1
+        return body
+
+    def _entry(self, key: tuple) -> SimpleNamespace:
+        if key in self.entries:
+            return self.entries[key]
+        kind, B = key[0], key[1]
+        z = lambda *shape: torch.zeros(shape, dtype=torch.long, device=self.device)  # noqa: E731
+        if kind == "decode":
+            e = SimpleNamespace(rows=z(B), out=z(key[2], B))
+            body = self._decode_body(e, key[2], key[3])
+        else:
+            e = SimpleNamespace(rows=z(B), idx=z(B, key[2]), last=z(B), out=z(B))
+            body = self._prefill_body(e, key[3])
+        e.run = self._capture(body, e) if self.cuda else body
+        self.entries[key] = e
+        return e
+
+    def _capture(self, body, e):
+        """Warm up on the scratch slot (twice, on a side stream), then capture ``body`` into a graph."""
+        e.rows.fill_(self.scratch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            body()
+        self.captured += 1
+        e.graph = graph
+        return graph.replay
+
+    def capture_decode(self) -> float:
+        """Capture the greedy decode graphs of every planned batch size (chunks and single steps)."""
+        if not self.cuda:
+            return 0.0
+        t0 = time.perf_counter()
+        for B in sorted({self.batch_size(b) for b in self.policy.cuda_graph_batches}):
+            for n in sorted({self.policy.steps_per_graph, 1}):
+                self._entry(("decode", B, n, "greedy"))
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    # ---- runs ------------------------------------------------------------------------------------
+    def decode(self, reqs, n: int, mode: str) -> torch.Tensor:
+        """n decode steps for the requests' rows -> tokens (n, B) on the device."""
+        e = self._entry(("decode", self.batch_size(len(reqs)), n, mode))
+        e.rows.copy_(self._rows([r.slot for r in reqs], e.rows.shape[0]), non_blocking=True)
+        e.run()
+        return e.out
+
+    def prefill(self, reqs, T: int) -> torch.Tensor:
+        """Prefill the requests (prompts <= T) into their slots -> first tokens (B,) on the device."""
+        from .sampling import batch_mode
+
+        e = self._entry(("prefill", self.batch_size(len(reqs)), T, batch_mode(r.sampling for r in reqs)))
+        B = e.rows.shape[0]
+        idx, last = torch.zeros(B, T, dtype=torch.long), torch.zeros(B, dtype=torch.long)
+        for i, r in enumerate(reqs):
+            idx[i, :len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.long)
+            last[i] = len(r.prompt) - 1
+        rows = self._rows([r.slot for r in reqs], B)
+        e.rows.copy_(rows, non_blocking=True)
+        e.idx.copy_(idx, non_blocking=True)
+        e.last.copy_(last, non_blocking=True)
+        self.gen.state.set_sampling(e.rows, reqs)
+        e.run()
+        return e.out
+
+    # ---- teacher forcing (no graphs, no sampling) ------------------------------------------------
+    def raw_prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        B = len(prompts)
+        Bg, T = self.plan.graph_size("batch", B), self.plan.graph_size("seq", max(len(p) for p in prompts))
+        idx, last = torch.zeros(Bg, T, dtype=torch.long), torch.zeros(Bg, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            idx[i, :len(p)] = torch.tensor(p)
+            last[i] = len(p) - 1
+        rows = self._rows(list(range(B)), Bg)
+        dev = self.device
+        return self.prefill_fn(idx.to(dev), last.to(dev), rows.to(dev), self.gen.k, self.gen.v)[:B]
+
+    def raw_decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        B = tokens.shape[0]
+        Bg = self.plan.graph_size("batch", B)
+        pad = lambda t, v: torch.cat([t.cpu(), torch.full((Bg - B,), v, dtype=torch.long)])  # noqa: E731
+        dev = self.device
+        rows = self._rows(list(range(B)), Bg).to(dev)
+        return self.decode_fn(pad(tokens, 0).to(dev), pad(positions, 0).to(dev), rows, self.gen.k, self.gen.v)[:B]

@@ -1,0 +1,73 @@
+"""Device-side state of a running batch, one entry per cache slot, and the request it belongs to.
+
+The decode step reads and writes these tensors through a ``rows`` index (B,) that names each batch
+row's slot, so a captured CUDA graph serves any set of active requests: rows join (prefill writes
+their slot's entries) and leave (the host stops listing their slot) between replays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .sampling import SamplingSettings
+
+
+@dataclass
+class Request:
+    """One sequence to generate. The runtime fills ``tokens`` and ``finish_reason`` as it goes."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    eos_token_id: int | None = None               # ends the row on the device (None: only the budget)
+    stop_ids: tuple[int, ...] = ()                # more ids that end the row (checked on the host)
+    on_token: Callable[["Request", int], None] | None = None
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None              # "stop" | "length" | "cancelled"
+    slot: int = -1
+    launched: int = 0                             # tokens the device has been asked for so far
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def take(self, token: int) -> bool:
+        """Record one new token; True when the request is finished by it."""
+        if self.finished:
+            return True
+        self.tokens.append(token)
+        if self.on_token is not None:
+            self.on_token(self, token)
+        if token == self.eos_token_id or token in self.stop_ids:
+            self.finish_reason = "stop"
+        elif len(self.tokens) >= self.max_new_tokens:
+            self.finish_reason = "length"
+        return self.finished
+
+
+class SlotState:
+    """Per-slot tensors (n_slots,) on the device; the decode step indexes them by ``rows``.
+
+    Whether a row is finished (EOS, stop ids, budget) is decided on the host from the token stream;
+    a finished row that still runs until the host drops it only rewrites its own slot.
+    """
+
+    def __init__(self, n_slots: int, device):
+        z = lambda dt: torch.zeros(n_slots, dtype=dt, device=device)  # noqa: E731
+        self.tok, self.pos = z(torch.long), z(torch.long)
+        self.temperature, self.top_p = z(torch.float32), z(torch.float32) + 1.0
+        self.top_k, self.seed = z(torch.long), z(torch.long)
+
+    def sampling(self, rows: torch.Tensor) -> tuple:
+        return self.temperature[rows], self.top_k[rows], self.top_p[rows], self.seed[rows]
+
+    def set_sampling(self, rows: torch.Tensor, reqs: list[Request]) -> None:
+        """The sampling entries of rows (B,) about to be prefilled."""
+        dev, B = rows.device, len(reqs)
+        ints = torch.tensor([[r.sampling.top_k, r.sampling.seed] for r in reqs], dtype=torch.long).to(dev)
+        floats = torch.tensor([[r.sampling.temperature, r.sampling.top_p] for r in reqs], dtype=torch.float32).to(dev)
+        rows = rows[:B]
+        self.top_k[rows], self.seed[rows] = ints[:, 0], ints[:, 1]
+        self.temperature[rows], self.top_p[rows] = floats[:, 0], floats[:, 1]
