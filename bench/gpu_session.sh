@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# GPU work of one session, in stages: bash bench/gpu_session.sh STAGE [STAGE ...]; results under $OUT.
+# Each stage has its own time limit and log ($OUT/STAGE.log); a failing stage is recorded, the next runs.
+# The A/B baseline (the FastGenerator of commit 6c8aaac) is read from .baseline/src (git archive, carried).
+set -u
+export PYTHONPATH=src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" engines
+run() {  # run NAME SECONDS CMD...
+  local name=$1 secs=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "[$name] rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$OUT/stages.txt"
+  tail -n 4 "$OUT/$name.log"
+}
+BENCH="python3 -m dynashape.bench --dtype float16 --device cuda"
+for stage in "$@"; do
+  case $stage in
+    env) run env 60 bash -c 'nvidia-smi; python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
+    gputests) run gputests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ ;;
+    sweep) run sweep 280 python3 bench/kernel_sweep.py --out "$OUT/kernel_sweep.json" --budget-s 200 ;;
+    compile) run compile_eager 240 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+               --dtype float16 -o engines/gpt2 --force --json
+             cp "$OUT/compile_eager.log" "$OUT/compile_eager.json" 2>/dev/null
+             run load_eager_1 120 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_1.json"
+             run load_eager_2 120 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_2.json" ;;
+    verify) run verify_eager 240 python3 -m dynashape verify engines/gpt2 --json ;;
+    bench) run bench_gpt2 540 $BENCH --target engines/gpt2 --budget-s 150 --out "$OUT/generate_gpt2_fp16" ;;
+    ab) run ab_baseline 300 env PYTHONPATH=.baseline/src $BENCH --model random:gpt2 --systems dynashape \
+          --batches 1,64 --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_baseline_fastgen"
+        run ab_engine 200 $BENCH --target engines/gpt2 --systems dynashape --batches 1,64 --prompt-lens 512 \
+          --new-tokens 128 --out "$OUT/ab_engine" ;;
+    inductor) run compile_inductor 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+                --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
+              run load_inductor 200 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"
+              run bench_inductor 300 $BENCH --target engines/gpt2-inductor --systems dynashape --batches 1,64 \
+                --prompt-lens 512 --new-tokens 128 --out "$OUT/generate_gpt2_inductor" ;;
+    xl) run compile_xl 400 python3 -m dynashape compile random:gpt2-xl --seq 1:1024 --batch 1:8 --device cuda \
+          --dtype float16 -o engines/gpt2-xl --force --json
+        run load_xl 200 python3 bench/load_probe.py engines/gpt2-xl --out "$OUT/load_xl.json"
+        run bench_xl 300 $BENCH --target engines/gpt2-xl --systems dynashape --batches 1,8 --prompt-lens 128,512 \
+          --new-tokens 128 --out "$OUT/generate_gpt2xl_fp16" ;;
+    profile) run profile_1 200 $BENCH --target engines/gpt2 --profile 1,512 --new-tokens 64
+             run profile_64 200 $BENCH --target engines/gpt2 --profile 64,512 --new-tokens 64 ;;
+    aoti) run compile_aoti 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:8 --device cuda \
+            --dtype float16 --backend aoti -o engines/gpt2-aoti --force ;;
+    probe) run probe_load 450 python3 bench/gpu_probe_load.py --out "$OUT" --device cuda ;;
+    *) echo "unknown stage $stage" ;;
+  esac
+done
+cat "$OUT/stages.txt"
