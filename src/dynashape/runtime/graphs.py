@@ -4,8 +4,8 @@ A body reads and writes only buffers that outlive it (the cache, the slot state,
 outputs), so one capture serves every later call of its shape: the host only rewrites the ``rows``
 buffer (which slot each batch row is) and the prompt buffers. Batches are padded to the size the
 graph has (the plan's CUDA-graph sizes; compiled graphs start at 2) with rows that name the scratch
-slot. Before a capture the body runs twice on a side stream with every row on the scratch slot,
-so compilation, autotuning and library workspaces stay out of the graph and no request is touched.
+slot. Before a capture the body runs once on a side stream with every row on the scratch slot, so
+compilation, autotuning and library workspaces stay out of the graph and no request is touched.
 """
 from __future__ import annotations
 
@@ -88,13 +88,12 @@ class GraphSet:
         return e
 
     def _capture(self, body, e):
-        """Warm up on the scratch slot (twice, on a side stream), then capture ``body`` into a graph."""
+        """Warm up on the scratch slot (on a side stream), then capture ``body`` into a graph."""
         e.rows.fill_(self.scratch)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(2):
-                body()
+            body()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
@@ -104,13 +103,13 @@ class GraphSet:
         return graph.replay
 
     def capture_decode(self) -> float:
-        """Capture the greedy decode graphs of every planned batch size (chunks and single steps)."""
+        """Capture the greedy decode chunks of every planned batch size (single steps, for the ends of
+        budgets, and sampling graphs are captured on first use: a few milliseconds each)."""
         if not self.cuda:
             return 0.0
         t0 = time.perf_counter()
         for B in sorted({self.batch_size(b) for b in self.policy.cuda_graph_batches}):
-            for n in sorted({self.policy.steps_per_graph, 1}):
-                self._entry(("decode", B, n, "greedy"))
+            self._entry(("decode", B, self.policy.steps_per_graph, "greedy"))
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
