@@ -72,6 +72,7 @@ class GraphSet:
             st.pos[e.rows] = e.last + 1
         return body
 
+    @torch.no_grad()      # compiled graphs guard on grad mode: every run and capture is inference
     def _entry(self, key: tuple) -> SimpleNamespace:
         if key in self.entries:
             return self.entries[key]
@@ -114,6 +115,7 @@ class GraphSet:
         return time.perf_counter() - t0
 
     # ---- runs ------------------------------------------------------------------------------------
+    @torch.no_grad()
     def decode(self, reqs, n: int, mode: str) -> torch.Tensor:
         """n decode steps for the requests' rows -> tokens (n, B) on the device."""
         e = self._entry(("decode", self.batch_size(len(reqs)), n, mode))
@@ -121,6 +123,7 @@ class GraphSet:
         e.run()
         return e.out
 
+    @torch.no_grad()
     def prefill(self, reqs, T: int) -> torch.Tensor:
         """Prefill the requests (prompts <= T) into their slots -> first tokens (B,) on the device."""
         from .sampling import batch_mode
@@ -140,6 +143,7 @@ class GraphSet:
         return e.out
 
     # ---- teacher forcing (no graphs, no sampling) ------------------------------------------------
+    @torch.no_grad()
     def raw_prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         B = len(prompts)
         Bg, T = self.plan.graph_size("batch", B), self.plan.graph_size("seq", max(len(p) for p in prompts))
@@ -151,6 +155,7 @@ class GraphSet:
         dev = self.device
         return self.prefill_fn(idx.to(dev), last.to(dev), rows.to(dev), self.gen.k, self.gen.v)[:B]
 
+    @torch.no_grad()
     def raw_decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         B = tokens.shape[0]
         Bg = self.plan.graph_size("batch", B)

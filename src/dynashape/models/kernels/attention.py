@@ -27,12 +27,15 @@ except ImportError:                                      # CPU-only installs: re
 
 
 def attention_config(M: int, H: int, L: int) -> KernelConfig:
-    """block_k: cache positions per step (64, fewer for a short cache); split: enough splits for
-    TARGET_PROGRAMS programs over M * H (row, head) pairs, at most one per block of the cache.
-    8 warps: 118 registers at block 64 on sm_90 (4 warps: 202)."""
-    block = max(16, min(64, _pow2(L)))
-    split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block)))
-    return KernelConfig(block_m=1, block_n=1, block_k=block, split=split, num_warps=8, num_stages=2)
+    """From the H100 sweep (CUDA-graph replays, gpt2 fp16, rows at half of a 1024-position cache):
+    one row: 32 splits of 32-position blocks (5.1 us); 8 rows: 8 splits of 64 (9.3 us); 64 rows: no
+    split, 64-position blocks, 4 warps (45 us, 75% of the copy bandwidth). In between: enough splits
+    for ~2 programs per SM over M * H (row, head) pairs."""
+    block = max(16, min(32 if M == 1 else 64, _pow2(L)))
+    split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block), 32))
+    if M * H >= 512:
+        split = 1
+    return KernelConfig(block_m=1, block_n=1, block_k=block, split=split, num_warps=4, num_stages=2)
 
 
 @_jit

@@ -67,39 +67,30 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _matmul_config(M: int, N: int, K: int, max_bn: int, shrink_rows: bool = True) -> KernelConfig:
-    """All rows in one program up to M = 16 (each weight tile is read once), then 16..64-row tl.dot
-    tiles. block_n: the widest up to ``max_bn`` that still gives TARGET_PROGRAMS programs; if the
-    narrowest does not, smaller row tiles (dot path, ``shrink_rows``).
-    Register budgets from ptxas -v on sm_90 (no spills): the broadcast product bm*bn*bk <= 4096
-    per 4 warps and block_n <= 16 (wider tiles cost 120..255 registers); dot tiles of 64 x 64 need 8 warps."""
-    use_dot = M > 16
-    bm = min(64, _pow2(M))
-    lo, hi = (16, max_bn) if use_dot else (8, min(16, max_bn))
-    bn = hi
-    while bn > lo and _cdiv(N, bn) * _cdiv(M, bm) < TARGET_PROGRAMS:
-        bn //= 2
-    while shrink_rows and use_dot and bm > 16 and _cdiv(N, bn) * _cdiv(M, bm) < TARGET_PROGRAMS:
-        bm //= 2                  # more row tiles: the weight is read again, mostly from L2
-    if use_dot:
-        return KernelConfig(bm, bn, 32 if bm == 64 else 64, 1, 8 if bm * bn >= 2048 else 4, 3, True)
-    bk = max(64, min(256, _pow2(K), 2048 // (bm * bn)))          # >= 128-byte rows of fp16 weight
-    return KernelConfig(bm, bn, bk, 1, 8 if bm * bn * bk > 4096 else 4, 2, False)
+def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
+    """From the H100 sweep (bench/results/h100_kernel_sweep_gpt2_fp16.json, CUDA-graph replays, fp16).
+
+    One row (M = 1): multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
+    QKV, each streaming a few KB of weight) with 256-wide reduction steps; the vocabulary projection
+    (N = 50304) prefers 16 columns. Several rows: tl.dot with 16-row tiles (the tensor cores' minimum,
+    rows beyond M masked): the broadcast product over 8 rows was 1.7-2x slower than one dot tile.
+    ``linear_residual`` splits a long K (mlp.c_proj: K = 4C) in 4 so that enough programs stream it."""
+    split = 4 if kind == "linear_residual" and K >= 4 * N and K >= 1024 else 1
+    if M == 1:
+        bn = 16 if N >= 16384 else 4
+        return KernelConfig(1, bn, min(256, _pow2(K)), split, 4, 2, False)
+    bm = 16 if M <= 16 or N < 16384 else 64
+    bn = 64 if kind == "ln_linear" else 32
+    if N >= 16384 and bm == 64:
+        return KernelConfig(64, 64, 32, 1, 8, 3, True)
+    return KernelConfig(bm, bn, 64 if bm == 16 else 32, split, 4, 3, True)
 
 
 def default_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
-    """H100 defaults by rule (a GPU sweep may try others). kind: "ln_linear" (also qkv_to_cache:
-    N = 3C), "linear_residual", "embed" (N = C), "attention" (N = n_head, K = cache length L)."""
-    if kind == "ln_linear":
-        return _matmul_config(M, N, K, 64)
-    if kind == "linear_residual":
-        # few columns (N = C) and a long K: 16-column tiles, then split K (chunks >= 128) until
-        # TARGET_PROGRAMS; the reduction step shrinks to fit a chunk
-        cfg = _matmul_config(M, N, K, 16, shrink_rows=False)
-        tiles = _cdiv(N, cfg.block_n) * _cdiv(M, cfg.block_m)
-        split = max(1, min(_cdiv(TARGET_PROGRAMS, tiles), K // 128))
-        bk = max(16, min(cfg.block_k, 1 << (_cdiv(K, split).bit_length() - 1)))  # <= the chunk
-        return dataclasses.replace(cfg, block_k=bk, split=split)
+    """H100 defaults by rule (``_matmul_config``; a GPU sweep may try others). kind: "ln_linear" (also
+    qkv_to_cache: N = 3C), "linear_residual", "embed" (N = C), "attention" (N = n_head, K = cache length L)."""
+    if kind in ("ln_linear", "linear_residual"):
+        return _matmul_config(kind, M, N, K)
     if kind == "embed":
         return KernelConfig(block_n=min(1024, _pow2(N)))
     if kind == "attention":
