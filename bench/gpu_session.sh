@@ -29,7 +29,11 @@ for stage in "$@"; do
     ab) run ab_baseline 300 env PYTHONPATH=.baseline/src $BENCH --model random:gpt2 --systems dynashape \
           --batches 1,64 --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_baseline_fastgen"
         run ab_engine 200 $BENCH --target engines/gpt2 --systems dynashape --batches 1,64 --prompt-lens 512 \
-          --new-tokens 128 --out "$OUT/ab_engine" ;;
+          --new-tokens 128 --out "$OUT/ab_engine"
+        run compile_nopdl 240 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+          --dtype float16 --no-pdl -o engines/gpt2-nopdl --force --json
+        run ab_engine_nopdl 200 $BENCH --target engines/gpt2-nopdl --systems dynashape --batches 1,64 \
+          --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_engine_nopdl" ;;
     inductor) run compile_inductor 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                 --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
               run load_inductor 200 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"

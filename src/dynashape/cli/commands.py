@@ -21,7 +21,7 @@ def plan_kwargs(args) -> dict:
 
     return dict(model=args.model, seq=args.seq, batch=args.batch, device=resolve_device(args.device), dtype=args.dtype,
                 backend=args.backend, attn=args.attn, example_len=args.example_len, example_batch=args.example_batch,
-                kernels=args.kernels, prefill_bucket=args.prefill_bucket, steps_per_graph=args.steps_per_graph,
+                kernels=args.kernels, pdl=args.pdl, prefill_bucket=args.prefill_bucket, steps_per_graph=args.steps_per_graph,
                 graph_batches=tuple(int_list(args.graph_batches, "--graph-batches") or ()) or None)
 
 

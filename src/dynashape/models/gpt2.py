@@ -194,12 +194,14 @@ class GPT2(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.kernels = "torch"
+        self.kernels, self.pdl = "torch", False
         self.head_weight: torch.Tensor | None = None             # (V padded, C): see configure
 
     # ---- options -----------------------------------------------------------------------------
-    def configure(self, attention: str = "matmul", kernels: str = "torch", vocab_pad: int = 1) -> "GPT2":
-        """Decode options (module docstring). Call once the model is on its device and dtype."""
+    def configure(self, attention: str = "matmul", kernels: str = "torch", vocab_pad: int = 1,
+                  pdl: bool = False) -> "GPT2":
+        """Decode options (module docstring). Call once the model is on its device and dtype. ``pdl``:
+        the fused kernels chain with programmatic dependent launch where the GPU has it (Hopper)."""
         if attention not in ATTENTION:
             raise ModelError(f"unknown decode attention {attention!r}.", "use 'matmul' or 'kernel'.")
         if kernels not in KERNELS:
@@ -210,6 +212,11 @@ class GPT2(nn.Module):
         for block in self.h:
             block.attn.attention = attention
         self.kernels = kernels
+        self.pdl = False
+        if pdl and kernels == "fused":
+            from .kernels.gemv import pdl_supported
+
+            self.pdl = pdl_supported(self.wte.weight.device)
         V, w = self.config.vocab_size, self.lm_head.weight
         Vp = -(-V // vocab_pad) * vocab_pad if vocab_pad > 1 else V
         self.head_weight = None

@@ -88,9 +88,11 @@ def rule_decode_kernels(ctx: RuntimeCtx) -> Finding:
         return Finding("decode-kernels", "REFUSED", f"--kernels fused was asked for, but {why}.",
                        "--kernels torch" if fits else "--kernels torch, or --device cuda on a GPU machine")
     p.runtime.kernels = "fused" if want == "fused" or (want == "auto" and fits and s.backend == "eager") else "torch"
+    p.runtime.pdl = p.runtime.kernels == "fused" and bool(s.pdl)
     attn = ("split-KV Triton attention that reads each row only to its own length" if p.runtime.attention == "kernel"
             else "masked matmul attention over the cache row")
-    layers = ("dynashape's fused Triton kernels (5 launches per layer, cache write fused into the QKV projection)"
+    layers = ("dynashape's fused Triton kernels (5 launches per layer, cache write fused into the QKV projection"
+              + (", chained by programmatic dependent launch on Hopper GPUs" if p.runtime.pdl else "") + ")"
               if p.runtime.kernels == "fused" else "PyTorch ops" + (" compiled by " + s.backend
                                                                     if s.backend != "eager" else ""))
     return Finding("decode-kernels", "OK", f"decode layers: {layers}; {attn}.")

@@ -41,6 +41,7 @@ class PlanSettings:
     device: str = "cpu"
     graph_batches: tuple[int, ...] | None = None   # CUDA-graph batch sizes (None: the planner's choice)
     kernels: str = "auto"                      # decode layers: auto | fused | torch
+    pdl: bool = True                           # fused kernels: programmatic dependent launch (Hopper)
     prefill_bucket: int | None = None
     steps_per_graph: int = 8
     vocab_pad: int = 64

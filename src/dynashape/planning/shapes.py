@@ -120,6 +120,7 @@ class RuntimePolicy:
     vocab_pad: int = 64
     attention: str = "matmul"                        # decode attention: "kernel" (split-KV op) | "matmul"
     kernels: str = "torch"                           # decode layers: "fused" (Triton) | "torch"
+    pdl: bool = False                                # fused kernels chained by programmatic dependent launch
 
     @property
     def scratch_slot(self) -> int:

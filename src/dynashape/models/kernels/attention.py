@@ -18,7 +18,8 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 
 import torch
 
-from .linear import KernelConfig, _cdiv, _jit, _pow2, as_config, check, require_triton, TARGET_PROGRAMS
+from .linear import (TARGET_PROGRAMS, KernelConfig, _cdiv, _jit, _pdl, _pow2, as_config, check, gdc_launch_dependents,
+                     gdc_wait, require_triton)
 
 try:
     import triton.language as tl
@@ -41,8 +42,11 @@ def attention_config(M: int, H: int, L: int) -> KernelConfig:
 @_jit
 def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
                      sk0, sk1, sk2, sv0, sv1, sv2, D: tl.constexpr, DP: tl.constexpr,
-                     NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
+                     NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (m * H + h, split): online softmax over positions [lo, hi) of row m's length."""
+    if USE_PDL:                    # q and the new cache position come from the previous kernel
+        gdc_launch_dependents()
+        gdc_wait()
     mh = tl.program_id(0)
     split = tl.program_id(1)
     m = mh // H
@@ -83,8 +87,11 @@ def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
 
 @_jit
 def _combine_kernel(Op, Mp, Lp, O, H, som, D: tl.constexpr, DP: tl.constexpr,
-                    NSPLIT: tl.constexpr, NS: tl.constexpr):
+                    NSPLIT: tl.constexpr, NS: tl.constexpr, USE_PDL: tl.constexpr):
     """Program m * H + h: rescale the splits' partial sums to their common max and normalise."""
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     mh = tl.program_id(0)
     m = mh // H
     h = mh % H
@@ -113,7 +120,8 @@ def _check_attention(q, k_cache, v_cache, slots, pos, n_head: int) -> tuple[int,
     return M, D, k_cache.shape[2]
 
 
-def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float, config=None) -> torch.Tensor:
+def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float, config=None,
+                     pdl: bool = False) -> torch.Tensor:
     """softmax(q k^T * scale) v for one query per row over k_cache[slots[m], h, 0..pos[m]] (fp32 softmax).
     q (M, C); k_cache, v_cache (n_slots, n_head, L, D); slots, pos (M,) integer, trusted (a check would
     sync with the host): slots[m] < n_slots, and a length pos[m] + 1 above L is clamped to L
@@ -123,7 +131,8 @@ def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float,
     H, DP, n = n_head, _pow2(D), cfg.split
     out = q.new_empty(q.shape)
     strides = (q.stride(0), out.stride(0), *k_cache.stride()[:3], *v_cache.stride()[:3])
-    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                  **_pdl(pdl))
     if n == 1:
         _split_kv_kernel[(M * H, 1)](q, k_cache, v_cache, slots, pos, out, out, out, float(scale), H, L,
                                      *strides, SINGLE=True, **launch)
@@ -133,5 +142,5 @@ def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float,
     _split_kv_kernel[(M * H, n)](q, k_cache, v_cache, slots, pos, part, mx, den, float(scale), H, L,
                                  *strides, SINGLE=False, **launch)
     _combine_kernel[(M * H,)](part, mx, den, out, H, out.stride(0), D=D, DP=DP, NSPLIT=n, NS=_pow2(n),
-                              num_warps=cfg.num_warps)
+                              num_warps=cfg.num_warps, **_pdl(pdl))
     return out

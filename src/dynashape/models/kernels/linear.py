@@ -30,6 +30,10 @@ try:
     import triton.language as tl
 except ImportError:                                      # CPU-only installs: launchers raise KernelError
     triton = tl = None
+try:                                                     # grid dependency control (PDL): see gemv.py
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:
+    gdc_launch_dependents = gdc_wait = None
 
 SMS = 132                      # H100 SXM streaming multiprocessors
 TARGET_PROGRAMS = 2 * SMS      # enough programs in flight to keep every SM's loads busy
@@ -76,9 +80,9 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     rows beyond M masked): the broadcast product over 8 rows was 1.7-2x slower than one dot tile.
     ``linear_residual`` splits a long K (mlp.c_proj: K = 4C) in 4 so that enough programs stream it."""
     split = 4 if kind == "linear_residual" and K >= 4 * N and K >= 1024 else 1
-    if M == 1:
+    if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K chunk) weight slice
         bn = 16 if N >= 16384 else 4
-        return KernelConfig(1, bn, min(256, _pow2(K)), split, 4, 2, False)
+        return KernelConfig(1, bn, min(256, _pow2(K)), split, 8 if bn * K // split > 8192 else 4, 2, False)
     bm = 16 if M <= 16 or N < 16384 else 64
     bn = 64 if kind == "ln_linear" else 32
     if N >= 16384 and bm == 64:
@@ -210,8 +214,11 @@ def _ln_linear_kernel(X, LnW, LnB, W, Bias, Y, Kc, Vc, Slots, Pos, M, N, L, eps,
                       K: tl.constexpr, C: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr,
                       ACT: tl.constexpr, TO_CACHE: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
-                      DOT_PREC: tl.constexpr):
+                      DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, row block): act(layer_norm(x) @ w.T + b) -> Y, or q/k/v (TO_CACHE)."""
+    if USE_PDL:                    # launched early (PDL): wait for the previous kernel's results
+        gdc_launch_dependents()
+        gdc_wait()
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     mean, rstd = _row_stats(X, rm, M, sxm, eps, K, BLOCK_M, BLOCK_K)
@@ -243,9 +250,12 @@ def _residual_epilogue(acc, Bias, R, Y, rm, rn, M, N, srm, sym, HAS_BIAS: tl.con
 def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
                    K: tl.constexpr, K_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr):
+                   USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, K split, row block): h @ w.T over one K chunk; fp32 partial to P
     (SPLIT) or the finished residual + ... + b to Y."""
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     acc = _matmul_tile(Hx, Hx, Hx, W, rm, rn, M, N, shm, 0.0, 0.0, tl.program_id(1) * K_CHUNK, K, K_CHUNK,
@@ -259,8 +269,11 @@ def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
 
 @_jit
 def _splitk_reduce_kernel(P, Bias, R, Y, M, N, srm, sym, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
     """Sum the K splits in a fixed order (deterministic, no atomics), then bias and residual."""
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     ok = (rm[:, None] < M) & (rn[None, :] < N)
@@ -271,8 +284,11 @@ def _splitk_reduce_kernel(P, Bias, R, Y, M, N, srm, sym, SPLIT_K: tl.constexpr, 
 
 
 @_jit
-def _embed_kernel(Tok, Pos, Wte, Wpe, Y, C, s_te, s_pe, sym, BLOCK_C: tl.constexpr):
+def _embed_kernel(Tok, Pos, Wte, Wpe, Y, C, s_te, s_pe, sym, BLOCK_C: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (row, column block): wte[tok] + wpe[pos] in fp32, one rounding."""
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     m = tl.program_id(0)
     rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = rc < C
@@ -288,9 +304,19 @@ def _dot_prec(w: torch.Tensor) -> str:
     return "ieee" if w.dtype == torch.float32 else "tf32"      # fp32 stays exact; fp16/bf16 ignore it
 
 
-def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None) -> None:
+def _pdl(pdl: bool) -> dict:
+    """Launch options and the kernels' flag for programmatic dependent launch (gemv.py)."""
+    return {"USE_PDL": True, "launch_pdl": True} if pdl else {"USE_PDL": False}
+
+
+def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, pdl=False) -> None:
     """cache: None, or (k_cache, v_cache, slots, pos, C, D) for the TO_CACHE epilogue."""
     M, K = x.shape
+    if M == 1 and not cfg.use_dot:                        # one row: weights fetched before the wait
+        from .gemv import STORE, TO_CACHE, launch_gemv
+        launch_gemv(x, w, y, cfg, TO_CACHE if cache is not None else STORE, ln=(ln_w, ln_b), eps=eps, b=b,
+                    act=act, cache=cache, pdl=pdl)
+        return
     N = w.shape[0]
     kc, vc, slots, pos, C, D = cache if cache is not None else (y, y, y, y, 0, 1)
     L = kc.shape[2] if cache is not None else 0
@@ -301,24 +327,25 @@ def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None) -> No
         x.stride(0), y.stride(0), *strides,
         K=K, C=C, D=D, HAS_BIAS=b is not None, ACT=act, TO_CACHE=cache is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, USE_DOT=cfg.use_dot,
-        DOT_PREC=_dot_prec(w), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        DOT_PREC=_dot_prec(w), num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))
 
 
-def ln_linear(x, ln_w, ln_b, eps: float, w, b=None, act=None, out=None, config=None) -> torch.Tensor:
+def ln_linear(x, ln_w, ln_b, eps: float, w, b=None, act=None, out=None, config=None, pdl=False) -> torch.Tensor:
     """act(layer_norm(x) @ w.T + b). x (M, K); ln_w, ln_b (K,); w (N, K) contiguous; b (N,) or None;
-    act None or "gelu_tanh"; out (M, N) or None -> (M, N) in x's dtype."""
+    act None or "gelu_tanh"; out (M, N) or None -> (M, N) in x's dtype. pdl: launched with programmatic
+    dependent launch (Hopper; gemv.py): every kernel of a PDL chain must be launched with it."""
     M, N, K = _check_matmul(x, w, b, ln_w, ln_b, *([] if out is None else [out]))
     check(ln_w.shape == (K,) and ln_b.shape == (K,), f"ln_w and ln_b must be ({K},)")
     check(act in ACTS, f"act must be one of {list(ACTS)}, got {act!r}")
     y = out if out is not None else x.new_empty(M, N)
     check(y.shape == (M, N) and y.stride(1) == 1, f"out must be ({M}, {N}) with a contiguous last dim")
     cfg = as_config(config, default_config("ln_linear", M, N, K))
-    _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=ACTS[act])
+    _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=ACTS[act], pdl=pdl)
     return y
 
 
 def qkv_to_cache(x, ln_w, ln_b, eps: float, w, b, k_cache, v_cache, slots, pos, n_head: int,
-                 config=None) -> torch.Tensor:
+                 config=None, pdl=False) -> torch.Tensor:
     """q of layer_norm(x) @ w.T + b (w (3C, C), q | k | v thirds, heads of D = C // n_head inside
     each); k and v rows are stored at k_cache[slots[m], h, pos[m], :] (v likewise), nothing else is
     written (a pos[m] >= L is dropped, not checked on the host). k_cache, v_cache (n_slots, H, L, D)
@@ -335,11 +362,11 @@ def qkv_to_cache(x, ln_w, ln_b, eps: float, w, b, k_cache, v_cache, slots, pos, 
     check(slots.shape == (M,) and pos.shape == (M,), f"slots and pos must be ({M},)")
     q = x.new_empty(M, C)
     cfg = as_config(config, default_config("ln_linear", M, N, K))
-    _launch_ln_linear(x, ln_w, ln_b, eps, w, b, q, cfg, cache=(k_cache, v_cache, slots, pos, C, D))
+    _launch_ln_linear(x, ln_w, ln_b, eps, w, b, q, cfg, cache=(k_cache, v_cache, slots, pos, C, D), pdl=pdl)
     return q
 
 
-def linear_residual(h, w, b, residual, out=None, config=None) -> torch.Tensor:
+def linear_residual(h, w, b, residual, out=None, config=None, pdl=False) -> torch.Tensor:
     """residual + h @ w.T + b. h (M, K); w (N, K); b (N,) or None; residual (M, N); out (M, N), may be
     residual itself (in place). With split > 1: fp32 partials per K chunk, summed in a fixed order by a
     second kernel (deterministic; no atomics) -> (M, N) in residual's dtype."""
@@ -352,21 +379,28 @@ def linear_residual(h, w, b, residual, out=None, config=None) -> torch.Tensor:
     split = _cdiv(K, chunk)
     part = torch.empty(split, M, N, dtype=torch.float32, device=h.device) if split > 1 else y
     bias = b if b is not None else w
-    grid = (_cdiv(N, cfg.block_n), split, _cdiv(M, cfg.block_m))
-    _linear_kernel[grid](h, w, bias, residual, y, part, M, N, h.stride(0), residual.stride(0), y.stride(0),
-                         K=K, K_CHUNK=chunk, HAS_BIAS=b is not None, SPLIT=split > 1,
-                         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                         USE_DOT=cfg.use_dot, DOT_PREC=_dot_prec(w),
-                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if M == 1 and not cfg.use_dot:                        # one row: weights fetched before the wait
+        from .gemv import PARTIAL, RESIDUAL, launch_gemv
+        split = cfg.split
+        part = torch.empty(split, 1, N, dtype=torch.float32, device=h.device) if split > 1 else y
+        launch_gemv(h, w, part, cfg, PARTIAL if split > 1 else RESIDUAL, b=b, residual=residual, split=split,
+                    pdl=pdl)
+    else:
+        grid = (_cdiv(N, cfg.block_n), split, _cdiv(M, cfg.block_m))
+        _linear_kernel[grid](h, w, bias, residual, y, part, M, N, h.stride(0), residual.stride(0), y.stride(0),
+                             K=K, K_CHUNK=chunk, HAS_BIAS=b is not None, SPLIT=split > 1,
+                             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                             USE_DOT=cfg.use_dot, DOT_PREC=_dot_prec(w),
+                             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))
     if split > 1:
         rbm, rbn = min(_pow2(M), 4), 256
         _splitk_reduce_kernel[(_cdiv(N, rbn), _cdiv(M, rbm))](
             part, bias, residual, y, M, N, residual.stride(0), y.stride(0),
-            SPLIT_K=split, HAS_BIAS=b is not None, BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4)
+            SPLIT_K=split, HAS_BIAS=b is not None, BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4, **_pdl(pdl))
     return y
 
 
-def embed(tok, pos, wte, wpe, out=None, config=None) -> torch.Tensor:
+def embed(tok, pos, wte, wpe, out=None, config=None, pdl=False) -> torch.Tensor:
     """wte[tok] + wpe[pos]. tok, pos (M,) integer; wte (V, C), wpe (P, C), last dim contiguous
     -> (M, C) in wte's dtype. Ids are not range-checked here (that would need a host sync)."""
     M = tok.shape[0]
@@ -378,5 +412,5 @@ def embed(tok, pos, wte, wpe, out=None, config=None) -> torch.Tensor:
     y = out if out is not None else wte.new_empty(M, C)
     cfg = as_config(config, default_config("embed", M, C, 0))
     _embed_kernel[(M, _cdiv(C, cfg.block_n))](tok, pos, wte, wpe, y, C, wte.stride(0), wpe.stride(0), y.stride(0),
-                                              BLOCK_C=cfg.block_n, num_warps=cfg.num_warps)
+                                              BLOCK_C=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))
     return y
