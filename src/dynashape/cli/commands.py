@@ -55,6 +55,11 @@ def format_plan(plan: ShapePlan) -> str:
 def cmd_doctor(args) -> int:
     from .. import api
 
+    if args.workload:
+        return _doctor_workload(args)
+    if args.seq is None:
+        raise DynashapeError("doctor needs --seq (or --workload FILE to plan from logged traffic).",
+                             "add --seq MIN:MAX, e.g. --seq 1:1024.")
     plan = api.plan(**plan_kwargs(args))
     result = _try_export(args, plan) if args.try_export and plan.ok else {}
     if args.json:
@@ -74,6 +79,21 @@ def cmd_doctor(args) -> int:
     if not args.json:
         print(f"\nverdict   serves --seq {plan.serve['seq'].text()} --batch {plan.serve['batch'].text()} "
               "(padding where shown).")
+    return 0
+
+
+def _doctor_workload(args) -> int:
+    """doctor --workload: today's plan (the flags given) and one fitted to the logged traffic."""
+    from ..backends import resolve_device
+    from ..serve.workload import format_report, plan_for_workload
+
+    device = args.device if str(args.device).startswith("cuda") else resolve_device(args.device)  # no GPU needed
+    report = plan_for_workload(args.model, args.workload, seq=args.seq, batch=args.batch, device=device,
+                               dtype=args.dtype, backend=args.backend)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
     return 0
 
 

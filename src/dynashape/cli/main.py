@@ -22,10 +22,11 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _add_plan_args(p: argparse.ArgumentParser) -> None:
+def _add_plan_args(p: argparse.ArgumentParser, seq_required: bool = True) -> None:
     p.add_argument("model", help="random:<preset> (tiny, distilgpt2, gpt2, gpt2-medium/large/xl), a local "
                    "save_pretrained directory, or a hub id")
-    p.add_argument("--seq", required=True, help="positions a sequence may reach (prompt + new tokens), MIN:MAX[:OPT]")
+    p.add_argument("--seq", required=seq_required,
+                   help="positions a sequence may reach (prompt + new tokens), MIN:MAX[:OPT]")
     p.add_argument("--batch", default="1", help="rows served at once, MIN:MAX[:OPT] or N (default 1)")
     p.add_argument("--backend", default="auto", help="auto (eager on cuda, inductor on cpu), eager, inductor, aoti "
                    "(generation engines) or onnx, tensorrt (no-cache forward engines)")
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
 
     p = sub.add_parser("doctor", help="the plan and every finding, before any compile")
-    _add_plan_args(p)
+    _add_plan_args(p, seq_required=False)
+    p.add_argument("--workload", default=None, metavar="FILE", help="plan from traffic logged by serve "
+                   "--log-requests: ranges, prefill bucket and CUDA-graph batch sizes, padding against today's plan")
     p.add_argument("--try", dest="try_export", action="store_true", help="also export the planned graphs, to prove it")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
