@@ -33,3 +33,32 @@ def make_plan_for(lm, seq: str, batch: str = "1", **kw):
 def hf_logits(lm, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return lm.model(input_ids=ids, use_cache=False).logits
+
+
+# ---- engine directories: copies, edits, the one-line error --------------------------------------
+
+def copy_engine(src, tmp_path):
+    import shutil
+
+    dst = tmp_path / src.parent.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def rehash(directory) -> None:
+    """Update engine.json's checksums, as a build by that other version would have written them."""
+    import json
+
+    from dynashape.engine.store import sha256_path
+
+    meta = json.loads((directory / "engine.json").read_text())
+    for art in meta["artifacts"].values():
+        art["sha256"] = sha256_path(directory / art["file"])
+    (directory / "engine.json").write_text(json.dumps(meta))
+
+
+def one_line(err) -> str:
+    """The text of a raised DynashapeError: one line with a fix."""
+    text = str(err.value)
+    assert "\n" not in text and "Fix:" in text, text
+    return text

@@ -9,7 +9,6 @@ match the artifact, an artifact edited with its checksum) and the AOTInductor lo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ from dynashape import api
 from dynashape.backends import CompileSettings
 from dynashape.engine import Engine
 from dynashape.errors import BackendError, EngineError
+
+from conftest import copy_engine, one_line, rehash
 
 pytestmark = pytest.mark.integration
 
@@ -152,26 +153,10 @@ def test_build_reload_in_a_fresh_process_without_compiling_gpt2(backend, tmp_pat
 
 # ---- bad inputs -------------------------------------------------------------------------------
 
-def copy_engine(src: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / src.parent.name
-    shutil.copytree(src, dst)
-    return dst
 
 
-def rehash(directory: Path) -> None:
-    """Update engine.json's checksums, as a build by that other version would have written them."""
-    from dynashape.engine.store import sha256_path
-
-    meta = json.loads((directory / "engine.json").read_text())
-    for art in meta["artifacts"].values():
-        art["sha256"] = sha256_path(directory / art["file"])
-    (directory / "engine.json").write_text(json.dumps(meta))
 
 
-def one_line(err) -> str:
-    text = str(err.value)
-    assert "\n" not in text and "Fix:" in text, text
-    return text
 
 
 def test_aoti_packages_from_another_torch_are_refused(built, tmp_path):

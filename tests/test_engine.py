@@ -115,7 +115,7 @@ def test_damaged_engine_directories_are_refused_with_a_rebuild_hint(engine, tmp_
     line = info.value.one_line()
     assert fragment in line and "Fix:" in line
     if "format" in fragment or "dynashape" in fragment:
-        assert f"dynashape compile random:tiny --seq 1:64 --batch 1:4 --backend eager --device cpu" in line
+        assert "dynashape compile random:tiny --seq 1:64 --batch 1:4 --backend eager --device cpu" in line
 
 
 def _edit_meta(d, **changes):

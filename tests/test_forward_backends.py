@@ -10,10 +10,8 @@ loop), and the bad inputs of a forward engine directory.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import types
@@ -29,7 +27,7 @@ from dynashape.engine import Engine, build_engine
 from dynashape.errors import BackendError, EngineError, GenerateError
 from dynashape.graphs import dynamic_shapes, export_plan
 
-from conftest import hf_logits, make_plan_for
+from conftest import copy_engine, hf_logits, make_plan_for, one_line, rehash
 
 pytestmark = pytest.mark.integration
 
@@ -80,18 +78,8 @@ def onnx_engine(built):
     return Engine.load(built("onnx"))
 
 
-def copy_engine(src: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / src.parent.name
-    shutil.copytree(src, dst)
-    return dst
 
 
-def rehash(directory: Path) -> None:
-    """Update engine.json's checksums, as a build by that other version/backend would have written them."""
-    meta = json.loads((directory / "engine.json").read_text())
-    for art in meta["artifacts"].values():
-        art["sha256"] = hashlib.sha256((directory / art["file"]).read_bytes()).hexdigest()
-    (directory / "engine.json").write_text(json.dumps(meta))
 
 
 def edit_json(path: Path, **changes) -> None:
@@ -100,10 +88,6 @@ def edit_json(path: Path, **changes) -> None:
     path.write_text(json.dumps(data))
 
 
-def one_line(err) -> str:
-    text = str(err.value)
-    assert "\n" not in text and "Fix:" in text, text
-    return text
 
 
 def test_compile_save_reload_in_fresh_process(built):

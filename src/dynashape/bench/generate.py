@@ -25,7 +25,6 @@ import torch
 from ..errors import DynashapeError, GenerateError
 from . import results
 from .hf import HFRunner, Skip
-from .machine import machine_facts
 
 SYSTEMS = ("dynashape", "hf_eager", "hf_static_compile")
 

@@ -18,8 +18,8 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 
 import torch
 
-from .linear import (TARGET_PROGRAMS, KernelConfig, _cdiv, _jit, _pdl, _pow2, as_config, check, gdc_launch_dependents,
-                     gdc_wait, require_triton)
+from .linear import (TARGET_PROGRAMS, KernelConfig, _cdiv, _jit, _pdl, _pow2, as_config, check, check_cache,
+                     gdc_launch_dependents, gdc_wait, require_triton)
 
 try:
     import triton.language as tl
@@ -111,11 +111,7 @@ def _check_attention(q, k_cache, v_cache, slots, pos, n_head: int) -> tuple[int,
           f"q must be (M, C) with C divisible by n_head = {n_head}, got {tuple(q.shape)}")
     M, C = q.shape
     D = C // n_head
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        check(t.dim() == 4 and t.shape[1] == n_head and t.shape[3] == D and t.stride(3) == 1,
-              f"{name} must be (n_slots, {n_head}, L, {D}) with a contiguous last dim, got {tuple(t.shape)}")
-    check(k_cache.shape == v_cache.shape, "k_cache and v_cache must have the same shape")
-    check(slots.shape == (M,) and pos.shape == (M,), f"slots and pos must be ({M},)")
+    check_cache(k_cache, v_cache, slots, pos, M, n_head, D)
     require_triton(q, k_cache, v_cache, slots, pos)
     return M, D, k_cache.shape[2]
 

@@ -130,6 +130,15 @@ def check(ok: bool, what: str) -> None:
         raise KernelError(f"{what}.", "pass tensors in the layout the docstring gives (see kernels/linear.py).")
 
 
+def check_cache(k_cache, v_cache, slots, pos, M: int, n_head: int, D: int) -> None:
+    """One layer's cache (n_slots, n_head, L, D), contiguous last dim; slots and pos (M,)."""
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        check(t.dim() == 4 and t.shape[1] == n_head and t.shape[3] == D and t.stride(3) == 1,
+              f"{name} must be (n_slots, {n_head}, L, {D}) with a contiguous last dim, got {tuple(t.shape)}")
+    check(k_cache.shape == v_cache.shape, "k_cache and v_cache must have the same shape")
+    check(slots.shape == (M,) and pos.shape == (M,), f"slots and pos must be ({M},)")
+
+
 def _check_matmul(x: torch.Tensor, w: torch.Tensor, b, *others: torch.Tensor) -> tuple[int, int, int]:
     check(x.dim() == 2 and x.stride(1) == 1, f"x must be (M, K) with a contiguous last dim, got {tuple(x.shape)}")
     check(w.dim() == 2 and w.is_contiguous(), f"w must be a contiguous (N, K) nn.Linear weight, got {tuple(w.shape)}")
@@ -355,11 +364,7 @@ def qkv_to_cache(x, ln_w, ln_b, eps: float, w, b, k_cache, v_cache, slots, pos, 
     check(N == 3 * C and C % n_head == 0, f"w must be (3C, C) with C divisible by n_head, got {tuple(w.shape)}")
     check(ln_w.shape == (C,) and ln_b.shape == (C,), f"ln_w and ln_b must be ({C},)")
     D = C // n_head
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        check(t.dim() == 4 and t.shape[1] == n_head and t.shape[3] == D and t.stride(3) == 1,
-              f"{name} must be (n_slots, {n_head}, L, {D}) with a contiguous last dim, got {tuple(t.shape)}")
-    check(k_cache.shape == v_cache.shape, "k_cache and v_cache must have the same shape")
-    check(slots.shape == (M,) and pos.shape == (M,), f"slots and pos must be ({M},)")
+    check_cache(k_cache, v_cache, slots, pos, M, n_head, D)
     q = x.new_empty(M, C)
     cfg = as_config(config, default_config("ln_linear", M, N, K))
     _launch_ln_linear(x, ln_w, ln_b, eps, w, b, q, cfg, cache=(k_cache, v_cache, slots, pos, C, D), pdl=pdl)
