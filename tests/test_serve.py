@@ -15,8 +15,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
-from serve_helpers import (InProcessServer, ServerProcess, build_engine, metrics, open_stream, outcome,  # noqa: E402
-                           post, rand_prompts, read_all_events, read_event, wait_until)
+from serve_helpers import (ServerProcess, build_engine, metrics, open_stream, outcome, post,  # noqa: E402
+                           rand_prompts, read_all_events, read_event, wait_until)
 
 from dynashape import api  # noqa: E402
 from dynashape.runtime.sampling import SamplingSettings  # noqa: E402
@@ -192,7 +192,8 @@ def test_unknown_fields_ignored_and_curl_content_type(server):
 def test_models_health_metrics(server, client):
     assert [m.id for m in client.models.list()] == ["tiny"]
     before = metrics(server.url)
-    client.completions.create(model="tiny", prompt=[1, 2, 3], max_tokens=5, temperature=0, extra_body={"ignore_eos": True})
+    client.completions.create(model="tiny", prompt=[1, 2, 3], max_tokens=5, temperature=0,
+                              extra_body={"ignore_eos": True})
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="tiny", prompt=[1], max_tokens=0)
     after = metrics(server.url)
@@ -254,7 +255,9 @@ def test_full_server_is_429_with_retry_after(slow):
             streams.append(open_stream(slow.url, body))
             read_event(streams[-1][1])                 # running
         streams.append(open_stream(slow.url, body))    # waiting (the queue holds 1)
-        wait_until(lambda: metrics(slow.url)[("dynashape_queue_depth", ())] == 1, what="one queued")
+        m = wait_until(lambda: (lambda m: m if m[("dynashape_queue_depth", ())] == 1 else None)(metrics(slow.url)),
+                       what="one queued")
+        assert m[("dynashape_running_batch", ())] == 2         # the batch never exceeds the plan (--batch 1:2)
         client = openai.OpenAI(base_url=slow.url + "/v1", api_key="unused", max_retries=0, timeout=30)
         with pytest.raises(openai.RateLimitError) as ei:
             client.completions.create(model="random:distilgpt2", prompt=[1], max_tokens=1)
@@ -265,6 +268,31 @@ def test_full_server_is_429_with_retry_after(slow):
         for c, _ in streams:
             c.close()
     wait_until(lambda: metrics(slow.url)[("dynashape_running_batch", ())] == 0, what="slots freed")
+
+
+def test_short_request_does_not_wait_for_a_long_one(slow):
+    """Continuous batching: a 2-token request joins the running batch and finishes while most of the
+    60-token request that was already running is still to come (arrival times read as they come)."""
+    c, r = open_stream(slow.url, {"model": "random:distilgpt2", "prompt": [464], "max_tokens": 60, "ignore_eos": True})
+    arrivals = []                                  # (time, tokens) of the long stream's events
+
+    def read_long():
+        while (e := read_event(r)) != "[DONE]":
+            arrivals.append((time.monotonic(), len(json.loads(e)["choices"][0]["token_ids"])))
+    reader = threading.Thread(target=read_long)
+    reader.start()
+    try:
+        wait_until(lambda: arrivals, what="the long request running")
+        status, _, data = post(slow.url, {"model": "random:distilgpt2", "prompt": [1, 2], "max_tokens": 2,
+                                          "temperature": 0, "ignore_eos": True})
+        done = time.monotonic()
+        assert status == 200 and len(data["choices"][0]["token_ids"]) == 2
+        reader.join(60)
+        assert sum(n for _, n in arrivals) == 60
+        assert sum(n for t, n in arrivals if t > done) >= 20
+    finally:
+        c.close()
+        reader.join(10)
 
 
 def test_disconnect_mid_stream_frees_slot(slow):
@@ -313,79 +341,3 @@ def test_sigterm_finishes_in_flight_and_exits_0(slow):
         chunks = [json.loads(e)["choices"][0] for e in res["events"][:-1]]
         assert len(sum((ch["token_ids"] for ch in chunks), [])) == 24 and chunks[-1]["finish_reason"] == "length"
     assert slow.proc.wait(30) == 0, slow.output
-
-
-# ---- in-process: an internal error, a slow load -------------------------------------------------------------
-
-class Faulty:
-    """An engine whose generator fails on demand: admit for prompts starting with 13, step once."""
-
-    def __init__(self, engine):
-        self.plan, self.tokenizer, self.generator = engine.plan, engine.tokenizer, engine.generator
-        gen, self.fail_step = self.generator, threading.Event()
-        admit, step = gen.admit, gen.step
-
-        def bad_admit(reqs):
-            if any(r.prompt[0] == 13 for r in reqs):
-                raise RuntimeError("injected admit fault")
-            admit(reqs)
-
-        def bad_step():
-            if self.fail_step.is_set():
-                self.fail_step.clear()
-                raise RuntimeError("injected step fault")
-            return step()
-
-        gen.admit, gen.step = bad_admit, bad_step
-
-
-def test_internal_error_is_500_and_others_go_on(engine_dir, offline):
-    from dynashape.serve import ServeSettings, build_app
-
-    faulty = Faulty(api.load(engine_dir))
-    srv = InProcessServer(build_app(lambda: faulty, ServeSettings(model_name="tiny")))
-    try:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
-        good, bad = [5, 6, 7], [13, 6, 7]
-        with cf.ThreadPoolExecutor(4) as pool:
-            futs = [pool.submit(client.completions.create, model="tiny", prompt=p, max_tokens=20, temperature=0)
-                    for p in (good, bad, good, bad)]
-            results = [f.exception(timeout=60) or f.result() for f in futs]
-        for p, res in zip((good, bad, good, bad), results):
-            if p == bad:
-                assert isinstance(res, openai.InternalServerError) and "injected admit fault" in res.body["message"]
-            else:
-                assert res.choices[0].token_ids == expected(offline, good, 20)
-        faulty.fail_step.set()
-        with pytest.raises(openai.InternalServerError):
-            client.completions.create(model="tiny", prompt=good, max_tokens=20, temperature=0)
-        assert client.completions.create(model="tiny", prompt=good, max_tokens=20, temperature=0
-                                         ).choices[0].token_ids == expected(offline, good, 20)
-        m = metrics(srv.url)
-        assert outcome(m, "error") == 3 and outcome(m, "ok") == 3 and m[("dynashape_running_batch", ())] == 0
-    finally:
-        srv.stop()
-
-
-def test_health_is_503_until_loaded(engine_dir):
-    from dynashape.serve import build_app
-
-    release = threading.Event()
-
-    def slow_source():
-        assert release.wait(30)
-        return api.load(engine_dir)
-
-    srv = InProcessServer(build_app(slow_source))
-    try:
-        status, headers, data = post(srv.url, {"model": "random:tiny", "prompt": [1], "max_tokens": 1})
-        assert status == 503 and headers["retry-after"] == "1" and data["error"]["code"] == "loading"
-        with pytest.raises(Exception) as ei:
-            __import__("urllib.request").request.urlopen(srv.url + "/health", timeout=5)
-        assert getattr(ei.value, "code", None) == 503
-        release.set()
-        wait_until(lambda: post(srv.url, {"model": "random:tiny", "prompt": [1], "max_tokens": 1})[0] == 200,
-                   what="ready")
-    finally:
-        release.set()
-        srv.stop()

@@ -61,6 +61,7 @@ class Serving:
         """Engine -> generator (allocates the cache, captures graphs) -> scheduler thread; then ready."""
         try:
             engine = self.source()
+            _leave_a_core(engine.device)
             gen = engine.generator
             self.engine, self.generator, self.tokenizer = engine, gen, engine.tokenizer
             m = engine.plan.model
@@ -77,16 +78,19 @@ class Serving:
             self.error = e.one_line() if isinstance(e, DynashapeError) else (
                 f"loading the engine failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}). "
                 "Fix: rerun with DYNASHAPE_DEBUG=1 and report the traceback.")
-            log.error("engine failed to load: %s", self.error)
-            if self.on_fatal is not None:
+            if os.environ.get("DYNASHAPE_DEBUG"):
+                log.error("engine failed to load", exc_info=e)
+            if self.on_fatal is not None:      # the server reports it and stops
                 self.on_fatal(self.error)
+            else:
+                log.error("engine failed to load: %s", self.error)
             if not isinstance(e, Exception):
                 raise
 
     def require_ready(self) -> None:
         if self.status != "ready":
             why = {"loading": "the engine is still loading.", "stopping": "the server is shutting down.",
-                   "failed": f"the engine failed to load ({self.error})."}[self.status]
+                   "failed": "the engine failed to load (the server's log says why)."}[self.status]
             raise P.APIError(503, DynashapeError(why, "retry in a few seconds; /health says when it is ready.")
                              .one_line(), "service_unavailable", code=self.status,
                              headers={"Retry-After": str(self.settings.retry_after_s)})
@@ -97,6 +101,17 @@ class Serving:
             self.scheduler.stop()
         if self.request_log is not None:
             self.request_log.close()
+
+
+def _leave_a_core(device) -> None:
+    """On a CPU engine, torch's intra-op pool gets all cores but one, unless OMP_NUM_THREADS says
+    otherwise: the event loop needs a core too, and a parallel region whose thread lost its core
+    stalls at the barrier (measured on 2 cores with 32 streaming clients: 2.6k -> 4.9k tokens/s)."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ and cores > 1:
+        torch.set_num_threads(min(torch.get_num_threads(), cores - 1))
 
 
 def build_app(source: Callable, settings: ServeSettings | None = None, background: bool = True,

@@ -101,28 +101,32 @@ class Completion:
 
     # ---- updates -> choices ------------------------------------------------------------------------
     async def updates(self):
-        """Yield (index, text, token_ids, finish_reason) as tokens arrive, until every job has finished."""
+        """Yield (index, text, token_ids, finish_reason) as tokens arrive, until every job has finished.
+        Updates that queued up meanwhile are merged, so a busy event loop sends fewer, larger chunks."""
         s = self.serving
         streams = [TextStream(s.tokenizer, self.stops) for _ in self.jobs]
         self.counts = [0] * len(self.jobs)
         open_jobs = set(range(len(self.jobs)))
         while open_jobs:
-            index, tokens, finish, error = await self.queue.get()
-            if index not in open_jobs:
-                continue                       # tokens after a stop string, before the cancel landed
-            if error is not None:
-                raise _as_api_error(error)
-            job, stream = self.jobs[index], streams[index]
-            self.counts[index] += len(tokens)
-            shown = tokens[:-1] if finish == "stop" and tokens and _stopper(job.req, tokens[-1]) else tokens
-            text = stream.feed(shown)
-            if stream.stopped:
-                finish = "stop"
-                s.scheduler.cancel(job)
-            if finish is not None:
-                text += stream.flush()
-                open_jobs.discard(index)
-            yield index, text, shown, finish
+            pending = [await self.queue.get()]
+            while not self.queue.empty():
+                pending.append(self.queue.get_nowait())
+            for index, tokens, finish, error in _merged(pending):
+                if index not in open_jobs:
+                    continue                   # tokens after a stop string, before the cancel landed
+                if error is not None:
+                    raise _as_api_error(error)
+                job, stream = self.jobs[index], streams[index]
+                self.counts[index] += len(tokens)
+                shown = tokens[:-1] if finish == "stop" and tokens and _stopper(job.req, tokens[-1]) else tokens
+                text = stream.feed(shown)
+                if stream.stopped:
+                    finish = "stop"
+                    s.scheduler.cancel(job)
+                if finish is not None:
+                    text += stream.flush()
+                    open_jobs.discard(index)
+                yield index, text, shown, finish
 
     async def whole(self) -> dict:
         texts, ids, finish = [""] * len(self.jobs), [[] for _ in self.jobs], [None] * len(self.jobs)
@@ -154,6 +158,17 @@ class Completion:
         for job in left:
             self.serving.scheduler.cancel(job)
         return bool(left)
+
+
+def _merged(updates: list) -> list:
+    """Consecutive updates of one job as one: tokens joined, the last finish, the first error."""
+    out: dict[int, list] = {}
+    for index, tokens, finish, error in updates:
+        u = out.setdefault(index, [index, [], None, None])
+        u[1] = u[1] + tokens
+        u[2] = finish or u[2]
+        u[3] = u[3] or error
+    return [tuple(u) for u in out.values()]
 
 
 def _stopper(req: Request, token: int) -> bool:

@@ -3,7 +3,10 @@
 https://platform.openai.com/docs/api-reference/completions
 
 Fields follow OpenAI's types strictly (a string where a number belongs is a 400, not a guess);
-unknown fields are ignored, since clients send extras. Extensions, as other servers spell them:
+unknown fields are ignored, since clients send extras. Defaults are OpenAI's: max_tokens 16,
+temperature 1 (send 0 for greedy), top_p 1; without a seed each request draws a random one.
+Options this server does not implement (n > 1, best_of, echo, logprobs, suffix, penalties,
+logit_bias) are a 400 rather than silently ignored. Extensions, as other servers spell them:
 ``top_k``, ``stop_token_ids``, ``ignore_eos``, and ``token_ids`` in every choice (the generated ids;
 for an engine without a tokenizer the text is those ids joined with commas). Every error body is
 ``{"error": {"message", "type", "param", "code"}}`` with our one-line "what is wrong. Fix: ..." message.

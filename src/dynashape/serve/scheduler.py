@@ -21,15 +21,19 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+import torch
 
 from ..errors import DynashapeError
 from ..runtime.state import Request
 
 log = logging.getLogger("dynashape.serve")
 IDLE_WAIT_S = 0.5      # an idle scheduler re-checks its flags this often (bounded waits only)
+SWITCH_INTERVAL_S = 0.001
 
 
 class QueueFull(Exception):
@@ -70,6 +74,10 @@ class Scheduler:
 
     # ---- called from the event loop -------------------------------------------------------------
     def start(self) -> None:
+        """Start the thread. The GIL switch interval drops to 1 ms (process-wide): the scheduler
+        waits on the device with the GIL released, and must get it back promptly to launch the next
+        chunk while the event loop thread is busy writing responses (default 5 ms: the GPU idles)."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -121,7 +129,8 @@ class Scheduler:
                     break
                 cancels, self._cancels = self._cancels, []
             try:
-                self._iteration(cancels)
+                with torch.no_grad():          # compiled graphs guard on grad mode: never record autograd
+                    self._iteration(cancels)
             except BaseException as e:  # noqa: BLE001 - the thread must outlive any one failure
                 log.exception("scheduler iteration failed")
                 self._fail(list(self._admitted), e)
@@ -197,7 +206,10 @@ class Scheduler:
                 except Exception:  # noqa: BLE001 - already failing; the slot list is what matters
                     pass
             self._finish(job)
-            job.loop.call_soon_threadsafe(job.queue.put_nowait, (job.index, [], None, error or _stopping()))
+            try:
+                job.loop.call_soon_threadsafe(job.queue.put_nowait, (job.index, [], None, error or _stopping()))
+            except RuntimeError:             # its event loop is closed: nobody is waiting any more
+                pass
 
     def _finish(self, job: Job) -> None:
         with self._cond:

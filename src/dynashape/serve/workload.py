@@ -95,7 +95,8 @@ def _row(line: str, number: int, path: str) -> tuple:
         return p, m, t, None if c is None else max(1, int(c))
     except (ValueError, TypeError, KeyError):
         raise DynashapeError(f"--workload {path} line {number} is not a request record.",
-                             'each line is JSON like {"t": 1767225600.1, "prompt_len": 37, "max_tokens": 128}.') from None
+                             'each line is JSON like {"t": 1767225600.1, "prompt_len": 37, "max_tokens": 128}.'
+                             ) from None
 
 
 def _estimate_inflight(t: list[float], m: list[int], tpot_s: float) -> list[int]:
@@ -230,7 +231,8 @@ def summary(traffic: Traffic) -> dict:
             "per_s": round(len(traffic) / span, 2) if span > 0 else None,
             "prompt_len": {"min": min(traffic.prompt_len), "p50": q(traffic.prompt_len, .5),
                            "p99": q(traffic.prompt_len, .99), "max": max(traffic.prompt_len)},
-            "max_tokens": {"min": min(traffic.max_tokens), "p50": q(traffic.max_tokens, .5), "max": max(traffic.max_tokens)},
+            "max_tokens": {"min": min(traffic.max_tokens), "p50": q(traffic.max_tokens, .5),
+                           "max": max(traffic.max_tokens)},
             "inflight": {"p50": q(traffic.inflight, .5), "p99": q(traffic.inflight, .99), "max": max(traffic.inflight),
                          "logged": traffic.inflight_logged}}
 
