@@ -20,12 +20,12 @@ for stage in "$@"; do
     env) run env 60 bash -c 'nvidia-smi; python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
     gputests) run gputests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ ;;
     sweep) run sweep 280 python3 bench/kernel_sweep.py --out "$OUT/kernel_sweep.json" --budget-s 200 ;;
-    compile) run compile_eager 240 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+    compile) run compile_eager 150 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                --dtype float16 -o engines/gpt2 --force --json
-             run load_eager_1 120 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_1.json"
-             run load_eager_2 120 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_2.json" ;;
+             run load_eager_1 60 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_1.json"
+             run load_eager_2 60 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_2.json" ;;
     verify) run verify_eager 240 python3 -m dynashape verify engines/gpt2 --json ;;
-    bench) run bench_gpt2 540 $BENCH --target engines/gpt2 --budget-s 150 --out "$OUT/generate_gpt2_fp16" ;;
+    bench) run bench_gpt2 300 $BENCH --target engines/gpt2 --budget-s 100 --out "$OUT/generate_gpt2_fp16" ;;
     ab) run ab_baseline 300 env PYTHONPATH=.baseline/src $BENCH --model random:gpt2 --systems dynashape \
           --batches 1,64 --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_baseline_fastgen"
         run ab_engine 200 $BENCH --target engines/gpt2 --systems dynashape --batches 1,64 --prompt-lens 512 \
@@ -34,24 +34,31 @@ for stage in "$@"; do
           --dtype float16 --no-pdl -o engines/gpt2-nopdl --force --json
         run ab_engine_nopdl 200 $BENCH --target engines/gpt2-nopdl --systems dynashape --batches 1,64 \
           --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_engine_nopdl" ;;
-    inductor) run compile_inductor 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+    inductor) run compile_inductor 200 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                 --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
-              run load_inductor 200 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"
-              run bench_inductor 300 $BENCH --target engines/gpt2-inductor --systems dynashape --batches 1,64 \
-                --prompt-lens 512 --new-tokens 128 --out "$OUT/generate_gpt2_inductor" ;;
-    xl) run compile_xl 400 python3 -m dynashape compile random:gpt2-xl --seq 1:1024 --batch 1:8 --device cuda \
+              run load_inductor 90 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"
+              run bench_inductor 120 $BENCH --target engines/gpt2-inductor --systems dynashape --batches 1,64 \
+                --prompt-lens 512 --new-tokens 128 --repeats 2 --out "$OUT/generate_gpt2_inductor" ;;
+    xl) run compile_xl 200 python3 -m dynashape compile random:gpt2-xl --seq 1:1024 --batch 1:8 --device cuda \
           --dtype float16 -o engines/gpt2-xl --force --json
-        run load_xl 200 python3 bench/load_probe.py engines/gpt2-xl --out "$OUT/load_xl.json"
-        run bench_xl 300 $BENCH --target engines/gpt2-xl --systems dynashape --batches 1,8 --prompt-lens 128,512 \
-          --new-tokens 128 --out "$OUT/generate_gpt2xl_fp16" ;;
+        run load_xl 90 python3 bench/load_probe.py engines/gpt2-xl --out "$OUT/load_xl.json"
+        run bench_xl 120 $BENCH --target engines/gpt2-xl --systems dynashape --batches 1,8 --prompt-lens 512 \
+          --new-tokens 128 --repeats 2 --out "$OUT/generate_gpt2xl_fp16" ;;
     profile) run profile_1 200 $BENCH --target engines/gpt2 --profile 1,512 --new-tokens 64
              run profile_64 200 $BENCH --target engines/gpt2 --profile 64,512 --new-tokens 64 ;;
     aoti) run compile_aoti 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:8 --device cuda \
             --dtype float16 --backend aoti -o engines/gpt2-aoti --force ;;
     probe) run probe_load 450 python3 bench/gpu_probe_load.py --out "$OUT" --device cuda ;;
+    serve) # fastapi/uvicorn are not in the image: carried as wheels (.whl), installed beside, for this stage only
+           python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+             .whl/*.whl > "$OUT/pip_serve.log" 2>&1
+           run serve_bench 200 env PYTHONPATH=/tmp/site:src python3 bench/serve_bench.py engines/gpt2 --clients 64 \
+             --prompt-lens 8:512 --max-tokens 128 --duration 30 --procs 4 --out "$OUT/serve_gpt2_fp16.json" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
 cat "$OUT/stages.txt"
-# at most 8 files come back: the logs travel as one archive
+# at most 8 files come back: the logs travel as one archive, the results (but the headline) as another
 (cd "$OUT" && tar czf logs.tgz *.log stages.txt && rm -f *.log stages.txt)
+(cd "$OUT" && ls *.json *.png 2>/dev/null | grep -v '^generate_gpt2_fp16\.' > keep.txt; \
+  [ -s keep.txt ] && tar czf results.tgz -T keep.txt && rm -f $(cat keep.txt); rm -f keep.txt)
