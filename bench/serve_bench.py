@@ -212,7 +212,7 @@ def pct(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-def summarise(recs: list[dict], max_tokens: int) -> dict:
+def summarise(recs: list[dict]) -> dict:
     ok = [r for r in recs if r["error"] is None]
     ttft = [(r["times"][0][0] - r["t_send"]) * 1e3 for r in ok if r["times"]]
     tpot = [(r["times"][-1][0] - r["times"][0][0]) * 1e3 / (len(r["tokens"]) - 1) for r in ok if len(r["tokens"]) > 1]
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
         model = json.load(r)["data"][0]["id"]
     warm_failed = asyncio.run(_warm(port, model, pool, a.clients, min(8, a.max_tokens), a.timeout))
     recs = load(port, model, pool, a.clients, a.procs, a.max_tokens, a.duration, a.timeout)
-    served = summarise(recs, a.max_tokens)
+    served = summarise(recs)
     metrics_end = server_metrics(url)
     exit_status = server.stop() if server else None
     off = offline(source, pool, a.clients, a.max_tokens, a.reps)
