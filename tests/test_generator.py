@@ -140,6 +140,24 @@ def test_continuous_batching_admits_and_releases_between_steps(engine):
     assert sorted(gen.free) == [0, 1, 2, 3] and not gen.busy and slow in finished
 
 
+def test_a_row_that_ends_mid_chunk_at_the_last_position_stays_in_range(tiny):
+    """A row whose budget ends at n_positions inside a longer row's chunk keeps running to the chunk's end:
+    its positions must stop at the last one the model has (the cache is one longer than n_positions)."""
+    engine = api.compile("random:tiny", seq="1:256", batch="1:2", backend="eager", loaded=tiny, steps_per_graph=8)
+    gen = engine.generator
+    long, short = Request(rand_prompts([10], 1000, 11)[0], 200), Request(rand_prompts([250], 1000, 12)[0], 6)
+    gen.admit([long])
+    for _ in range(3):
+        gen.step()
+    gen.admit([short])
+    while gen.active:
+        gen.step()
+    gen.flush()
+    assert [r.finish_reason for r in (long, short)] == ["length", "length"]
+    assert short.tokens == engine.generate([short.prompt], 6, ignore_eos=True)[0]
+    assert long.tokens == engine.generate([long.prompt], 200, ignore_eos=True)[0]
+
+
 def test_admitting_more_requests_than_free_slots_is_refused(engine):
     gen = engine.generator
     with pytest.raises(GenerateError, match="5 requests but 4 free slots") as e:

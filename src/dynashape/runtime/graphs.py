@@ -48,12 +48,15 @@ class GraphSet:
 
     # ---- bodies ----------------------------------------------------------------------------------
     def _decode_body(self, e, n: int, mode: str):
-        st, gen, last_pos = self.gen.state, self.gen, self.policy.cache_len - 1
+        # a row past its budget still runs until the chunk ends: it repeats the last position it may
+        # hold (inside the cache and below n_positions, so the position embedding stays in range)
+        last_pos = min(self.policy.cache_len, self.plan.model["n_positions"]) - 1
+        st, gen = self.gen.state, self.gen
 
         def body():
             rows = e.rows
             for i in range(n):
-                pos = st.pos[rows].clamp(max=last_pos)          # a finished row never writes past the cache
+                pos = st.pos[rows].clamp(max=last_pos)
                 logits = self.decode_fn(st.tok[rows], pos, rows, gen.k, gen.v)     # (B, V)
                 nxt = choose(logits, mode, *st.sampling(rows), pos + 1)
                 e.out[i].copy_(nxt)

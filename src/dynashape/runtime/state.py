@@ -14,7 +14,7 @@ import torch
 from .sampling import SamplingSettings
 
 
-@dataclass
+@dataclass(eq=False)        # identity: two requests with the same prompt and settings are still two
 class Request:
     """One sequence to generate. The runtime fills ``tokens`` and ``finish_reason`` as it goes."""
 
