@@ -16,8 +16,8 @@ import os
 import torch
 
 from .attention import attention_config, decode_attention
-from .linear import (TARGET_PROGRAMS, KernelConfig, KernelError, default_config, embed, linear_residual,
-                     ln_linear, qkv_to_cache, triton)
+from .config import TARGET_PROGRAMS, KernelConfig, KernelError, default_config
+from .linear import embed, linear_residual, ln_linear, qkv_to_cache, triton
 
 __all__ = ["KernelConfig", "KernelError", "TARGET_PROGRAMS", "attention_config", "available", "decode_attention",
            "default_config", "embed", "linear_residual", "ln_linear", "qkv_to_cache"]

@@ -18,8 +18,8 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 
 import torch
 
-from .linear import (TARGET_PROGRAMS, KernelConfig, _cdiv, _jit, _pdl, _pow2, as_config, check, check_cache,
-                     gdc_launch_dependents, gdc_wait, require_triton)
+from .config import TARGET_PROGRAMS, KernelConfig, _cdiv, _pow2, as_config
+from .linear import _jit, _pdl, check, check_cache, gdc_launch_dependents, gdc_wait, require_triton
 
 try:
     import triton.language as tl

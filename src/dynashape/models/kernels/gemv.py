@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .linear import _jit, _pow2, _residual_epilogue, _store_qkv, tl
+from .config import _pow2
+from .linear import _jit, _residual_epilogue, _store_qkv, tl
 
 try:
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait

@@ -18,12 +18,9 @@ as in Triton's matmul tutorials, but reduced by a second kernel in a fixed order
 """
 from __future__ import annotations  # annotations stay strings: ``tl.constexpr`` need not exist here
 
-import dataclasses
-from dataclasses import dataclass
-
 import torch
 
-from ...errors import DynashapeError
+from .config import KernelError, _cdiv, _pow2, as_config, default_config
 
 try:
     import triton
@@ -35,84 +32,12 @@ try:                                                     # grid dependency contr
 except ImportError:
     gdc_launch_dependents = gdc_wait = None
 
-SMS = 132                      # H100 SXM streaming multiprocessors
-TARGET_PROGRAMS = 2 * SMS      # enough programs in flight to keep every SM's loads busy
 ACTS = {None: 0, "gelu_tanh": 1}
-
-
-class KernelError(DynashapeError):
-    """A fused decode kernel cannot run: Triton missing, or inputs outside the kernels' layout."""
 
 
 def _jit(fn):
     """``triton.jit`` when Triton is installed; the plain function otherwise (never launched then)."""
     return triton.jit(fn) if triton is not None else fn
-
-
-@dataclass(frozen=True)
-class KernelConfig:
-    """Launch parameters. Matmuls: rows, columns, reduction step per program; ``split`` = K splits.
-    decode_attention: ``block_k`` = cache positions per step, ``split`` = KV splits per (row, head)."""
-
-    block_m: int = 1
-    block_n: int = 16
-    block_k: int = 128
-    split: int = 1
-    num_warps: int = 4
-    num_stages: int = 2
-    use_dot: bool = False      # tl.dot on tensor cores: block_m, block_n, block_k >= 16
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
-    """From the H100 sweep (bench/results/h100_kernel_sweep_gpt2_fp16.json, CUDA-graph replays, fp16).
-
-    One row (M = 1): multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
-    QKV, each streaming a few KB of weight) with 256-wide reduction steps; the vocabulary projection
-    (N = 50304) prefers 16 columns. Several rows: tl.dot with 16-row tiles (the tensor cores' minimum,
-    rows beyond M masked): the broadcast product over 8 rows was 1.7-2x slower than one dot tile.
-    ``linear_residual`` splits a long K (mlp.c_proj: K = 4C) in 4 so that enough programs stream it."""
-    split = 4 if kind == "linear_residual" and K >= 4 * N and K >= 1024 else 1
-    if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K chunk) weight slice
-        bn = 16 if N >= 16384 else 4
-        return KernelConfig(1, bn, min(256, _pow2(K)), split, 8 if bn * K // split > 8192 else 4, 2, False)
-    bm = 16 if M <= 16 or N < 16384 else 64
-    bn = 64 if kind == "ln_linear" else 32
-    if N >= 16384 and bm == 64:
-        return KernelConfig(64, 64, 32, 1, 8, 3, True)
-    return KernelConfig(bm, bn, 64 if bm == 16 else 32, split, 4, 3, True)
-
-
-def default_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
-    """H100 defaults by rule (``_matmul_config``; a GPU sweep may try others). kind: "ln_linear" (also
-    qkv_to_cache: N = 3C), "linear_residual", "embed" (N = C), "attention" (N = n_head, K = cache length L)."""
-    if kind in ("ln_linear", "linear_residual"):
-        return _matmul_config(kind, M, N, K)
-    if kind == "embed":
-        return KernelConfig(block_n=min(1024, _pow2(N)))
-    if kind == "attention":
-        from .attention import attention_config
-        return attention_config(M, N, K)
-    raise KernelError(f"unknown kernel kind {kind!r}.", "use ln_linear, linear_residual, embed or attention.")
-
-
-def as_config(config, default: KernelConfig) -> KernelConfig:
-    """None -> the default; a dict overrides some fields of the default; a KernelConfig is used as is."""
-    if config is None:
-        return default
-    if isinstance(config, dict):
-        config = dataclasses.replace(default, **config)
-    if config.use_dot and min(config.block_m, config.block_n, config.block_k) < 16:
-        raise KernelError(f"use_dot needs block_m, block_n, block_k >= 16, got {config}.",
-                          "raise the blocks or set use_dot=False.")
-    return config
 
 
 def require_triton(*tensors: torch.Tensor) -> None:
