@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .backends import CompileSettings, get_backend, resolve_device
 from .engine import Engine, build_engine, check_target
+from .engine.build import step
 from .errors import PlanError
 from .models import load_info, load_model, parse_dtype
 from .models.load import dtype_name
@@ -56,12 +57,12 @@ def compile(model: str, seq: str, batch: str = "1", backend: str = "auto", devic
         check_target(Path(out), force)
     lm = loaded
     if lm is None:
-        with (progress or _no_progress)(f"load {model}"):
+        with step(progress, f"load {model}"):
             lm = load_model(model, p.attn_implementation, parse_dtype(p.dtype))
     engine = build_engine(lm, p, CompileSettings(backend=p.runtime.backend, device=device, dtype=p.dtype),
                           out=out, progress=progress)
     if out is not None:
-        with (progress or _no_progress)(f"save {out}"):
+        with step(progress, f"save {out}"):
             engine.save(out, force=force)
     return engine
 
@@ -78,17 +79,3 @@ def verify(engine, settings=None, on_result=None):
     if not isinstance(engine, Engine):
         engine = Engine.load(engine)
     return verify_engine(engine, settings or VerifySettings(), on_result=on_result)
-
-
-class _NoProgress:
-    def __init__(self, what: str):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_no_progress = _NoProgress

@@ -16,16 +16,9 @@ from ..models import family_for
 from ..models.load import parse_dtype
 
 
-def _step(progress, what: str):
-    return progress(what) if progress is not None else _Null()
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def step(progress, what: str):
+    """``progress(what)`` (a context manager per step, e.g. the CLI's spinner) or nothing."""
+    return progress(what) if progress is not None else contextlib.nullcontext()
 
 
 def build_runners(loaded, plan, settings, progress=None):
@@ -42,21 +35,21 @@ def build_runners(loaded, plan, settings, progress=None):
         fam = family_for(loaded.config.model_type)
         model = configure(fam.Model.from_hf(loaded.model, dtype=dtype, device=settings.device), plan)
         t0 = time.perf_counter()
-        with _step(progress, f"compile prefill and decode ({settings.backend})"):
+        with step(progress, f"compile prefill and decode ({settings.backend})"):
             runners = backend.build(plan, settings, model=model)
         timings["compile_s"] = round(time.perf_counter() - t0, 3)
         return model, None, runners, timings
     from ..graphs import check_program, export_plan
 
     hf = loaded.model.to(settings.device, dtype)
-    with _step(progress, "export the forward graph"):
+    with step(progress, "export the forward graph"):
         exported = export_plan(hf, plan, settings.device)
     problems = [f for f in check_program(exported.program, plan) if f.status == "REFUSED"]
     if problems:
         raise EngineError(problems[0].message, problems[0].fix)
     timings["export_s"] = round(exported.seconds, 3)
     t0 = time.perf_counter()
-    with _step(progress, f"compile the forward graph ({settings.backend})"):
+    with step(progress, f"compile the forward graph ({settings.backend})"):
         runners = backend.build(plan, settings, program=exported.program, hf_model=hf)
     timings["compile_s"] = round(time.perf_counter() - t0, 3)
     return None, exported.program, runners, timings
@@ -68,7 +61,7 @@ def warm_up(engine, progress=None) -> float:
     Kernels compile here, into the folders the backend gave them, so the engine can carry them."""
     t0 = time.perf_counter()
     what = "warm up and capture the decode graphs" if engine.plan.runtime.cuda_graph_batches else "warm up"
-    with _step(progress, what):
+    with step(progress, what):
         gen = engine.generator
         n = min(2, gen.max_batch)
         logits = gen.prefill_logits([[1]] * n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +127,7 @@ class Engine(ForwardCalls):
                                               dtype=self.settings.dtype), files)
             store.swap_into_place(tmp, directory, force)
         finally:
-            if tmp.exists():
-                import shutil
-
+            if tmp.exists():                        # a failed save leaves nothing behind
                 shutil.rmtree(tmp, ignore_errors=True)
         self.meta = meta
         return directory

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .sampling import choose
+from .sampling import batch_mode, choose
 
 
 def _round_up(n: int, k: int) -> int:
@@ -129,8 +129,6 @@ class GraphSet:
     @torch.no_grad()
     def prefill(self, reqs, T: int) -> torch.Tensor:
         """Prefill the requests (prompts <= T) into their slots -> first tokens (B,) on the device."""
-        from .sampling import batch_mode
-
         e = self._entry(("prefill", self.batch_size(len(reqs)), T, batch_mode(r.sampling for r in reqs)))
         B = e.rows.shape[0]
         idx, last = torch.zeros(B, T, dtype=torch.long), torch.zeros(B, dtype=torch.long)
