@@ -165,6 +165,8 @@ class Server:
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError("server did not start:\n" + "".join(self.lines))
+        from dynashape.serve.server import wait_healthy
+
         wait_healthy(self.url, timeout)
 
     def stop(self, timeout: float = 120.0) -> int | None:
@@ -175,20 +177,6 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return None
-
-
-def wait_healthy(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url}/health not ready in {timeout} s")
-        time.sleep(0.1)
 
 
 def server_metrics(url: str) -> dict:

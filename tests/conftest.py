@@ -62,3 +62,22 @@ def one_line(err) -> str:
     text = str(err.value)
     assert "\n" not in text and "Fix:" in text, text
     return text
+
+
+def assert_widened_plan_is_refused(directory, backend: str) -> None:
+    """Widen plan.json's seq range by hand: the artifact, built for the old plan, must refuse it."""
+    import json
+
+    import pytest
+
+    from dynashape.engine import Engine
+    from dynashape.errors import EngineError
+
+    plan = json.loads((directory / "plan.json").read_text())
+    plan["graph"]["seq"]["max"] = plan["serve"]["seq"]["max"] = 128
+    (directory / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(EngineError) as err:
+        Engine.load(directory)
+    text = one_line(err)
+    assert f"plan.json does not match its {backend} artifact" in text and "seq 2:64:16" in text
+    assert "seq 2:128:16" in text

@@ -83,6 +83,8 @@ class ServerProcess:
         try:
             if not self._listening.wait(ready_timeout):
                 raise RuntimeError("server did not start:\n" + self.output)
+            from dynashape.serve.server import wait_healthy
+
             wait_healthy(self.url, ready_timeout)
         except BaseException:
             self.kill()
@@ -121,18 +123,6 @@ class ServerProcess:
             self.proc.wait(10)
 
 
-def wait_healthy(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url}/health did not become 200 in {timeout} s")
-        time.sleep(0.05)
 
 
 # ---- an in-process server (for engines the test controls: faults, slow loads) ----------------------------

@@ -14,9 +14,26 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
+import urllib.request
 from typing import Callable
 
 EXIT_LOAD_FAILED = 2
+
+
+def wait_healthy(url: str, timeout: float = 60.0) -> None:
+    """Poll ``url``/health until it answers 200 (the engine is loaded and its graphs captured)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url}/health did not become 200 in {timeout} s")
+        time.sleep(0.05)
 
 
 def url_of(host: str, port: int) -> str:
