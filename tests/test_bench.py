@@ -107,3 +107,13 @@ def test_main_compiles_a_model_in_memory_writes_json_png_and_prints_the_table(tm
 def test_main_reports_bad_input_in_one_line(capsys):
     assert main(["--target", "random:tiny", "--device", "cpu", "--dtype", "float8"]) == 2
     assert "unknown dtype" in capsys.readouterr().err
+
+
+def test_profile_splits_the_prefill_from_the_decode_steps(engine_dir):
+    """On the CPU the profiler sees no device kernels; the report still has its prefill and decode lines."""
+    from dynashape.api import load
+    from dynashape.bench.report import profile_decode
+    text = profile_decode(load(str(engine_dir)), 2, 5, 4)
+    lines = text.splitlines()
+    assert lines[0].startswith("profile batch 2 prompt 5 new 4: ttft ")
+    assert lines[1].startswith("  prefill: 0 kernels") and lines[2].startswith("  decode: 0.0 kernels per step")

@@ -1,30 +1,18 @@
 """The fused decode kernels (models/kernels) against float64 references, run by Triton's interpreter.
 
-Why a child process: TRITON_INTERPRET=1 must be set before ``import triton`` (triton decorates its own
-standard library, ``tl.sum``, ``tl.sigmoid``, at import time), so it cannot be switched on inside this
-pytest process without changing every other test that imports triton (GPU tests would run
-interpreted). So the ``interpreted`` fixture runs every selected ``check_*`` below in child Pythons
-with TRITON_INTERPRET=1 (two at most, each importing torch and triton once), and each ``test_*``
-reports the result of its own check, with the child's traceback on failure. Config rules and argument checks launch no
-kernel and run here. The caches are poisoned with NaN wherever nothing was written, so a write to the
-wrong place or a read past a row's length shows up as a mismatch or a NaN.
+Each ``test_*`` that takes the ``interpreted`` fixture reports its ``check_*``, run in TRITON_INTERPRET=1
+child Pythons (``interpreter.py`` says why and how). Config rules and argument checks launch no kernel
+and run here. The caches are poisoned with NaN wherever nothing was written, so a write to the wrong
+place or a read past a row's length shows up as a mismatch or a NaN.
 """
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import time
-import traceback
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="the fused decode kernels need triton (pip install triton)")
+from interpreter import run_interpreted, tiny_pair  # noqa: E402
 
 DTYPES = ["float32", "float16"]
 # every M in {1, 3, 8, 17} (17: the tl.dot path) with both dtypes, every (dtype, C) with two M; C 64 and
@@ -227,16 +215,9 @@ def check_decode_layer(dtype, M=3, C=64, H=4, L=16):
 def check_fused_engine(dtype):
     """The lean model's decode on the fused kernels (models/kernels/decode.py) against its torch decode:
     a perturbed random:tiny prefilled into scattered slots, then every decode step's logits."""
-    from dynashape.models import load_model
-    from dynashape.models.gpt2 import GPT2
-    lm = load_model("random:tiny")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for t in lm.model.parameters():
-            t.add_(torch.randn(t.shape, generator=g) * 0.05)
     dt = getattr(torch, dtype)
-    ref = GPT2.from_hf(lm.model, dtype=dt).configure(vocab_pad=64)
-    fused = GPT2.from_hf(lm.model, dtype=dt).configure(vocab_pad=64, kernels="fused", attention="kernel")
+    ref, fused = tiny_pair(0, dtype, kernels="fused")
+    g = torch.Generator().manual_seed(0)
     (k1, v1), (k2, v2) = ref.new_cache(6, 33), fused.new_cache(6, 33)
     idx = torch.randint(0, 1000, (3, 7), generator=g)
     last, slots = torch.tensor([6, 0, 4]), torch.tensor([5, 0, 2])
@@ -270,81 +251,10 @@ def check_gpt2_sized(dtype, M=2, C=768, H=12, L=64):
     _close(y, linear_residual_reference(h, w2, b2, x), dt, "c_proj")
 
 
-# ---- the child process and the fixture that reads its results ---------------------------------------
-def _interpreter_numpy_shim():
-    """triton 3.6's interpreter turns a scalar into an int with int(<1-element array>), which numpy >= 2.4
-    refuses; loops with run-time bounds (decode_attention's per-row chunk) need it. Child process only."""
-    import triton.runtime.interpreter as interp
-    patch = interp._patch_lang_tensor
-
-    def patched(tensor, scope):
-        patch(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-    interp._patch_lang_tensor = patched
-
-
-def child_main(cases_path: str, results_path: str) -> None:
-    assert os.environ.get("TRITON_INTERPRET") == "1"
-    _interpreter_numpy_shim()
-    results = {}
-    for nodeid, (name, params) in json.loads(Path(cases_path).read_text()).items():
-        t0 = time.perf_counter()
-        try:
-            globals()[f"check_{name}"](**params)
-            results[nodeid] = {"error": None}
-        except Exception:                                          # noqa: BLE001 - reported by the test
-            results[nodeid] = {"error": traceback.format_exc()}
-        results[nodeid]["seconds"] = round(time.perf_counter() - t0, 2)
-    Path(results_path).write_text(json.dumps(results))
-
-
-class Interpreted:
-    def __init__(self, results: dict, failure: str):
-        self.results, self.failure = results, failure
-
-    def assert_passed(self, node) -> None:
-        got = self.results.get(node.nodeid)
-        if got is None:
-            pytest.fail(f"the interpreter child gave no result for this check: {self.failure}", pytrace=False)
-        if got["error"]:
-            pytest.fail(f"in the TRITON_INTERPRET=1 child:\n{got['error']}", pytrace=False)
-
-
-CHILD = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('kernel_checks', sys.argv[1]); "
-         "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); m.child_main(sys.argv[2], sys.argv[3])")
-
-
-def _selected_checks(session) -> list[tuple[str, tuple[str, dict]]]:
-    """(node id, (check name, params)) of this module's selected tests that use ``interpreted``."""
-    return [(item.nodeid, (item.originalname.removeprefix("test_"), item.callspec.params if hasattr(item, "callspec") else {}))
-            for item in session.items if item.module.__file__ == __file__ and "interpreted" in item.fixturenames]
-
-
-def _run_children(checks: list, tmp: Path) -> tuple[dict, str]:
-    """One child per CPU core (at most 2: the interpreter is single-threaded Python), checks dealt round-robin."""
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    n = max(1, min(2, os.cpu_count() or 1, len(checks)))
-    procs = []
-    for i in range(n):
-        (tmp / f"cases{i}.json").write_text(json.dumps(dict(checks[i::n])))
-        with open(tmp / f"log{i}.txt", "w") as log:
-            procs.append(subprocess.Popen([sys.executable, "-c", CHILD, __file__, str(tmp / f"cases{i}.json"),
-                                           str(tmp / f"results{i}.json")], env=env, stdout=log, stderr=subprocess.STDOUT))
-    results, failures = {}, []
-    for i, proc in enumerate(procs):
-        if proc.wait(timeout=1200):
-            failures.append(f"child exit {proc.returncode}:\n{(tmp / f'log{i}.txt').read_text()[-4000:]}")
-        if (tmp / f"results{i}.json").exists():
-            results.update(json.loads((tmp / f"results{i}.json").read_text()))
-    return results, "\n".join(failures)
-
-
 @pytest.fixture(scope="module")
 def interpreted(request):
-    """Every selected check, run in TRITON_INTERPRET=1 children before the first test reports."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return Interpreted(*_run_children(_selected_checks(request.session), Path(tmp)))
+    """Every selected check of this module, run in TRITON_INTERPRET=1 children before the first test reports."""
+    return run_interpreted(request.session, __file__)
 
 
 # ---- tests: each reports its check from the child ---------------------------------------------------
@@ -404,16 +314,18 @@ GPT2_SHAPES = [(768, 12), (1600, 25)]          # gpt2, gpt2-xl
 @pytest.mark.parametrize("M", [1, 8, 16, 17, 64])
 @pytest.mark.parametrize("C,H", GPT2_SHAPES)
 def test_default_configs_follow_the_h100_sweep(M, C, H):
-    """The rules the sweep chose: one row in registers with narrow column tiles, several rows in 16-row
-    tl.dot tiles, mlp.c_proj's long K split in 4, attention splits only while rows x heads are few."""
+    """The rules the sweeps chose: one row in registers with narrow column tiles, up to 16 rows in 16-row
+    tl.dot tiles, more in 64-row tiles for c_fc and the vocabulary, mlp.c_proj's long K split in 4
+    (not for one row of gpt2-xl), attention splits only while rows x heads are few."""
     from dynashape.models.kernels import default_config
     for N, K in ((3 * C, C), (4 * C, C), (50304, C)):
         cfg = default_config("ln_linear", M, N, K)
-        assert cfg.use_dot == (M > 1) and cfg.block_m == (1 if M == 1 else 64 if N == 50304 and M > 16 else 16)
+        assert cfg.use_dot == (M > 1) and cfg.block_m == (1 if M == 1 else 16 if M <= 16 or N == 3 * C else 64)
         assert -(-N // cfg.block_n) * -(-M // cfg.block_m) >= 36                   # enough programs to stream
-    for N, K, split in ((C, C, 1), (C, 4 * C, 4)):
+    for N, K, split in ((C, C, 1), (C, 4 * C, 1 if M == 1 and C >= 1024 else 4)):
         cfg = default_config("linear_residual", M, N, K)
         assert cfg.split == split and cfg.block_k <= -(-K // cfg.split)
+        assert cfg.block_n == (2 if M == 1 and C >= 1024 else 4 if M == 1 else 32)
     for L in (64, 1024):
         cfg = default_config("attention", M, H, L)
         assert cfg.block_k == (32 if M == 1 else 64) and cfg.split <= 32

@@ -147,13 +147,11 @@ def _row_lengths(b: int, t: int, lo: int) -> list[int]:
 
 def _reference_last(ref, prompts, device) -> torch.Tensor:
     """Reference logits after each prompt (B, V): right-padded batch with a mask."""
-    T = max(len(p) for p in prompts)
-    ids = torch.zeros(len(prompts), T, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, :len(p)], mask[i, :len(p)] = torch.tensor(p), 1
+    from .runtime.state import right_pad
+
+    ids, mask, last = right_pad(prompts)
     logits = ref(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-    return logits[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]
+    return logits[torch.arange(len(prompts)), last.to(device)]
 
 
 def verify_engine(engine, settings: VerifySettings | None = None, on_result=None, name: str = "") -> VerifyReport:

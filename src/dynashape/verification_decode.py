@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from .runtime.state import right_pad
 from .verification import SizeResult, compare
 
 
@@ -17,14 +18,6 @@ def _decode_rows(engine, steps: int) -> list[int]:
     return list(dict.fromkeys(rows))
 
 
-def _padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(s) for s in seqs)
-    ids, mask = torch.zeros(len(seqs), T, dtype=torch.long), torch.zeros(len(seqs), T, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
-    return ids, mask
-
-
 def check_decode(engine, ref, settings, gen: torch.Generator, rtol: float, min_top1: float) -> list[SizeResult]:
     """Prefill rows of boundary lengths together, then feed the reference's tokens step by step."""
     ss, vocab = engine.plan.serve["seq"], engine.plan.model["vocab_size"]
@@ -34,7 +27,7 @@ def check_decode(engine, ref, settings, gen: torch.Generator, rtol: float, min_t
     for start in range(0, len(lengths), batch):
         group = lengths[start:start + batch]
         seqs = [torch.randint(0, vocab, (n + steps,), generator=gen).tolist() for n in group]
-        ids, mask = _padded(seqs)
+        ids, mask, _ = right_pad(seqs)
         with torch.no_grad():
             want = ref(input_ids=ids.to(engine.device), attention_mask=mask.to(engine.device), use_cache=False).logits
             engine.generator.prefill_logits([s[:n] for s, n in zip(seqs, group)])

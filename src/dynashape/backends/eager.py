@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .sidecar import copy_missing
+
 NAME = "eager"
 KIND = "generation"
 TRITON_DIR = "triton"
@@ -25,7 +27,9 @@ class Runners(dict):
 
 
 def _bind(model) -> Runners:
-    return Runners(prefill=model.prefill, decode=model.decode)
+    """decode_greedy: the greedy step with its state updates (two kernels on the fused path); the runtime
+    uses it for greedy steps where a backend offers it."""
+    return Runners(prefill=model.prefill, decode=model.decode, decode_greedy=model.decode_greedy)
 
 
 def build(plan, settings, model=None, program=None, hf_model=None) -> Runners:
@@ -53,7 +57,7 @@ def install_kernels(directory) -> None:
     """Copy the engine's compiled kernels into this process's Triton cache (entries are content-addressed)."""
     src = Path(directory) / TRITON_DIR
     if src.is_dir():
-        shutil.copytree(src, triton_cache_dir(), dirs_exist_ok=True)
+        copy_missing(src, triton_cache_dir())
 
 
 def load(directory, plan, settings, model=None, program=None) -> Runners:

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import BackendError, EngineError
 from ..graphs import GENERATION_GRAPHS, generation_examples, graph_dims
-from .sidecar import REBUILD
+from .sidecar import REBUILD, copy_missing
 
 NAME = "inductor"
 KIND = "generation"
@@ -110,7 +110,7 @@ def load(directory, plan, settings, model=None, program=None) -> Runners:
 
     directory = Path(directory)
     if (directory / CACHE_DIR).is_dir():
-        shutil.copytree(directory / CACHE_DIR, cache_dir(), dirs_exist_ok=True)
+        copy_missing(directory / CACHE_DIR, Path(cache_dir()))
     compiled = {}
     for name in GENERATION_GRAPHS:
         try:

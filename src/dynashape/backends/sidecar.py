@@ -1,12 +1,13 @@
-"""Sidecars: a small JSON file beside a deployable artifact saying what it was built for (the
-plan's fingerprint, the torch version, the device type), so a load can refuse an artifact that
-does not match its engine's plan instead of failing deep inside a runtime. Shared by aoti, onnx
-and tensorrt.
+"""What the backends share. Sidecars: a small JSON file beside a deployable artifact saying what it
+was built for (the plan's fingerprint, the torch version, the device type), so a load can refuse an
+artifact that does not match its engine's plan instead of failing deep inside a runtime (aoti, onnx,
+tensorrt). ``copy_missing``: a carried compile cache into this process's cache (eager, inductor).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -61,3 +62,13 @@ def read_sidecar(directory: Path, name: str, backend: str, plan) -> dict:
         raise EngineError(f"{directory}/plan.json does not match its {backend} artifact (artifact built for "
                           f"{built}; plan.json says {now}).", rebuild)
     return data
+
+
+def copy_missing(src: Path, dst: Path) -> None:
+    """Copy the files of ``src`` that ``dst`` lacks (compile caches are content-addressed: a file that
+    is there already is the same file), so a load does not rewrite a cache it already filled."""
+    for f in Path(src).rglob("*"):
+        target = Path(dst) / f.relative_to(src)
+        if f.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)

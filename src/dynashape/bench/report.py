@@ -52,33 +52,51 @@ def format_table(result: dict) -> str:
                       f"{e.get('load_s', '-')} s, graphs ready {e.get('ready_s')} s)", *lines])
 
 
-def profile_decode(engine, batch: int, prompt_len: int, new_tokens: int, seed: int = 0) -> str:
-    """Where one warmed-up request's time goes: kernels per token, kernel time vs wall, top kernels."""
+KERNEL_CLASSES = ("gemv", "ln_linear", "_linear_kernel", "split_kv", "prefill_attention", "embed", "gemm", "flash",
+                  "sort", "softmax", "argmax", "reduce", "index", "copy", "elementwise")
+
+
+def _profiled(engine, ids, new_tokens: int):
+    """Kernels of one request: (name class -> ms, kernel count, the profiler)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, engine.plan.model["vocab_size"] - 1, (batch, prompt_len), generator=g).tolist()
-    for _ in range(2):
-        engine.generate(ids, new_tokens, ignore_eos=True)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if engine.device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         engine.generate(ids, new_tokens, ignore_eos=True)
-    t = engine.generator.last_timing
-    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
-    busy_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize()
     classes: dict[str, float] = {}
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
     for e in kernels:
-        name = e.name.split("(")[0]
-        key = next((k for k in ("qkv_to_cache", "ln_linear", "linear_residual", "attention", "combine", "embed",
-                                "gemm", "gemv", "sort", "softmax", "argmax", "index", "copy") if k in name.lower()), "other")
+        name = e.name.split("(")[0].lower()
+        key = next((k for k in KERNEL_CLASSES if k in name), "other")
         classes[key] = classes.get(key, 0.0) + e.time_range.elapsed_us() / 1e3
-    lines = [f"profile batch {batch} prompt {prompt_len} new {new_tokens}: ttft {t.ttft_ms:.3f} ms, tpot median "
+    return classes, len(kernels), prof
+
+
+def profile_decode(engine, batch: int, prompt_len: int, new_tokens: int, seed: int = 0) -> str:
+    """Where a warmed-up request's time goes: the prefill alone (one new token), then a whole request;
+    the difference is the decode steps: kernels per step and time per kernel class."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, engine.plan.model["vocab_size"] - 1, (batch, prompt_len), generator=g).tolist()
+    for n in (1, new_tokens, 1, new_tokens):
+        engine.generate(ids, n, ignore_eos=True)
+    pre, n_pre, _ = _profiled(engine, ids, 1)
+    ttft = engine.generator.last_timing.ttft_ms
+    whole, n_all, prof = _profiled(engine, ids, new_tokens)
+    t = engine.generator.last_timing
+    steps = max(new_tokens - 1, 1)
+    dec = {k: whole[k] - pre.get(k, 0.0) for k in whole}
+    def fmt(d: dict, n: int) -> str:
+        return ", ".join(f"{k} {v / n * 1e3:.1f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
+    lines = [f"profile batch {batch} prompt {prompt_len} new {new_tokens}: ttft {ttft:.3f} ms, tpot median "
              f"{statistics.median(t.step_ms):.4f} ms, total {t.total_ms:.2f} ms",
-             f"  device kernels {len(kernels)} = {len(kernels) / new_tokens:.1f} per token; kernel time {busy_ms:.2f} ms "
-             f"= {busy_ms / max(t.total_ms, 1e-9):.0%} of the request's device time",
-             "  time per kernel class (ms, whole request): " + ", ".join(
-                 f"{k} {v:.2f}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1]))]
+             f"  prefill: {n_pre} kernels, {sum(pre.values()):.3f} ms of kernel time; us per class: {fmt(pre, 1)}",
+             f"  decode: {(n_all - n_pre) / steps:.1f} kernels per step, {sum(dec.values()) / steps * 1e3:.1f} us of "
+             f"kernel time per step; us per step per class: {fmt(dec, steps)}"]
     try:
         lines.append(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=70))
     except Exception as e:  # the profiler's table keys moved between torch versions

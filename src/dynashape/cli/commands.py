@@ -21,7 +21,8 @@ def plan_kwargs(args) -> dict:
 
     return dict(model=args.model, seq=args.seq, batch=args.batch, device=resolve_device(args.device), dtype=args.dtype,
                 backend=args.backend, attn=args.attn, example_len=args.example_len, example_batch=args.example_batch,
-                kernels=args.kernels, pdl=args.pdl, prefill_bucket=args.prefill_bucket, steps_per_graph=args.steps_per_graph,
+                kernels=args.kernels, pdl=args.pdl, fused_prefill=args.fused_prefill,
+                prefill_bucket=args.prefill_bucket, steps_per_graph=args.steps_per_graph,
                 graph_batches=tuple(int_list(args.graph_batches, "--graph-batches") or ()) or None)
 
 
@@ -47,7 +48,8 @@ def format_plan(plan: ShapePlan) -> str:
     if r.kind == "generation":
         graphs = ", ".join(map(str, r.cuda_graph_batches)) or "none (eager steps)"
         lines += [f"  cache  {r.cache_slots} slots x {r.cache_len} positions; prefill bucket {r.prefill_bucket}; "
-                  f"decode {r.kernels} layers, {r.attention} attention, vocab padded to a multiple of {r.vocab_pad}",
+                  f"decode {r.kernels} layers, {r.attention} attention, prefill {r.prefill} layers, vocab padded to a "
+                  f"multiple of {r.vocab_pad}",
                   f"  CUDA graphs for batch {graphs}; {r.steps_per_graph} steps per replay"]
     return "\n".join(lines)
 

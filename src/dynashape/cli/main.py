@@ -38,6 +38,8 @@ def _add_plan_args(p: argparse.ArgumentParser, seq_required: bool = True) -> Non
     p.add_argument("--kernels", default="auto", help="decode layers: auto, fused (dynashape's Triton kernels) or torch")
     p.add_argument("--no-pdl", dest="pdl", action="store_false", help="fused kernels without programmatic "
                    "dependent launch (on by default where the GPU has it)")
+    p.add_argument("--no-fused-prefill", dest="fused_prefill", action="store_false", help="with fused kernels, "
+                   "run the prefill as PyTorch ops (the fused prefill is on by default)")
     p.add_argument("--graph-batches", default=None, help="batch sizes captured as CUDA graphs, e.g. 1,8,64")
     p.add_argument("--prefill-bucket", type=int, default=None, help="prompts are padded to a multiple of this")
     p.add_argument("--steps-per-graph", type=int, default=8, help="decode steps per CUDA graph replay")

@@ -184,7 +184,8 @@ def _load_graph_inputs(directory: Path, plan: ShapePlan, hf_config: dict, settin
 
 def configure(model, plan: ShapePlan):
     r = plan.runtime
-    return model.configure(attention=r.attention, kernels=r.kernels, vocab_pad=r.vocab_pad, pdl=r.pdl)
+    return model.configure(attention=r.attention, kernels=r.kernels, vocab_pad=r.vocab_pad, pdl=r.pdl,
+                           prefill=r.prefill)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,10 @@ Decode options (``configure``), exact either way, recorded in the engine's plan:
 ``attention`` "matmul" (masked matmuls over the whole cache row) or "kernel" (the split-KV op of
 ``decode_attention.py``: reads each row only up to its own length); ``kernels`` "torch" or "fused"
 (dynashape's Triton kernels in ``kernels/``: a decoder layer's decode step in 5 launches, the cache
-write fused into the QKV projection; GPU only, not traceable by torch.export); ``vocab_pad``: logits
+write fused into the QKV projection; GPU only, not traceable by torch.export); ``prefill`` "torch"
+or "fused" (the same kernels over every prompt position, with a causal attention kernel that reads
+the cache the QKV kernel has just written, for prefills of up to ``FUSED_PREFILL_ROWS`` rows = batch x
+padded prompt; PyTorch ops above: see there); ``vocab_pad``: logits
 from an output weight padded with zero rows to a multiple (50257 -> 50304), so the GEMM gets an
 aligned row stride; the padding columns are sliced off before anyone sees them.
 
@@ -44,6 +47,12 @@ from ..errors import ModelError
 from .decode_attention import decode_attention, decode_attention_op
 
 ATTENTION = ("matmul", "kernel")
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")       # what the fused kernels implement
+# Fused prefill up to this many rows (batch x padded prompt), PyTorch ops (cuBLAS) above. H100, gpt2 fp16,
+# time to first token in one run (bench/results/h100_ab2_*.json): 64 rows 0.86 ms fused vs 1.07 ms torch;
+# 512 rows 2.09 fused vs 1.30 torch. Later kernels: 0.68 ms at 64 rows, 1.71 at 512 (h100_ab3_*): the
+# fused launches win on short prompts, cuBLAS's GEMMs on long ones.
+FUSED_PREFILL_ROWS = 128
 KERNELS = ("torch", "fused")
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 ACTIVATIONS = {
@@ -196,24 +205,25 @@ class GPT2(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.kernels, self.pdl = "torch", False
+        self.kernels, self.prefill_kernels, self.pdl = "torch", "torch", False
         self.head_weight: torch.Tensor | None = None             # (V padded, C): see configure
 
     # ---- options -----------------------------------------------------------------------------
     def configure(self, attention: str = "matmul", kernels: str = "torch", vocab_pad: int = 1,
-                  pdl: bool = False) -> "GPT2":
+                  pdl: bool = False, prefill: str = "torch") -> "GPT2":
         """Decode options (module docstring). Call once the model is on its device and dtype. ``pdl``:
         the fused kernels chain with programmatic dependent launch where the GPU has it (Hopper)."""
         if attention not in ATTENTION:
             raise ModelError(f"unknown decode attention {attention!r}.", "use 'matmul' or 'kernel'.")
-        if kernels not in KERNELS:
-            raise ModelError(f"unknown decode kernels {kernels!r}.", "use 'torch' or 'fused'.")
-        if kernels == "fused" and self.config.activation not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        for what, value in (("decode", kernels), ("prefill", prefill)):
+            if value not in KERNELS:
+                raise ModelError(f"unknown {what} kernels {value!r}.", "use 'torch' or 'fused'.")
+        if "fused" in (kernels, prefill) and self.config.activation not in TANH_GELUS:
             raise ModelError(f"the fused decode kernels implement the tanh GELU, not {self.config.activation!r}.",
                              "use --kernels torch.")
         for block in self.h:
             block.attn.attention = attention
-        self.kernels = kernels
+        self.kernels, self.prefill_kernels = kernels, prefill
         self.pdl = False
         if pdl and kernels == "fused":
             from .kernels.gemv import pdl_supported
@@ -252,6 +262,10 @@ class GPT2(nn.Module):
 
     def prefill(self, idx, last, slots, k, v) -> torch.Tensor:
         """Right-padded prompts (B, T), each row's last real index (B,), its cache slot (B,) -> (B, V)."""
+        if self.prefill_kernels == "fused" and idx.numel() <= FUSED_PREFILL_ROWS:
+            from .kernels.decode import fused_prefill
+
+            return fused_prefill(self, idx, last, slots, k, v)
         B, T = idx.shape
         x = self._trunk(idx, torch.arange(T, device=idx.device), (k, v), slots)   # (B, T, C)
         x = x[torch.arange(B, device=idx.device), last]          # (B, C): only the rows' last tokens
@@ -265,6 +279,21 @@ class GPT2(nn.Module):
             return fused_decode(self, tok, pos, slots, k, v)
         x = self._trunk(tok[:, None], pos[:, None], (k, v), slots, pos)   # (B, 1, C)
         return self._logits(self.ln_f(x[:, 0]))
+
+    def decode_greedy(self, rows, tok_state, pos_state, last_pos: int, k, v, out) -> None:
+        """One greedy step in place for batch rows naming cache slots ``rows`` (B,): each row feeds
+        ``tok_state[slot]`` at position ``min(pos_state[slot], last_pos)``; its argmax goes to ``out`` (B,)
+        and ``tok_state[slot]``, and ``pos_state[slot]`` moves one on. The same as ``decode`` plus the
+        runtime's greedy choice; on the fused kernels it is two launches instead of ~10 ops."""
+        if self.kernels == "fused":
+            from .kernels.decode import fused_decode_greedy
+
+            return fused_decode_greedy(self, rows, tok_state, pos_state, last_pos, k, v, out)
+        pos = pos_state[rows].clamp(max=last_pos)
+        nxt = self.decode(tok_state[rows], pos, rows, k, v).argmax(-1)
+        out.copy_(nxt)
+        tok_state[rows] = nxt
+        pos_state[rows] = pos + 1
 
     # ---- weights -----------------------------------------------------------------------------
     @classmethod

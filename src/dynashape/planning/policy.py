@@ -89,6 +89,7 @@ def rule_decode_kernels(ctx: RuntimeCtx) -> Finding:
                        "--kernels torch" if fits else "--kernels torch, or --device cuda on a GPU machine")
     p.runtime.kernels = "fused" if want == "fused" or (want == "auto" and fits and s.backend == "eager") else "torch"
     p.runtime.pdl = p.runtime.kernels == "fused" and bool(s.pdl)
+    p.runtime.prefill = "fused" if p.runtime.kernels == "fused" and s.fused_prefill else "torch"
     attn = ("split-KV Triton attention that reads each row only to its own length" if p.runtime.attention == "kernel"
             else "masked matmul attention over the cache row")
     layers = ("dynashape's fused Triton kernels (5 launches per layer, cache write fused into the QKV projection"
@@ -96,7 +97,12 @@ def rule_decode_kernels(ctx: RuntimeCtx) -> Finding:
               + ")"
               if p.runtime.kernels == "fused" else "PyTorch ops" + (" compiled by " + s.backend
                                                                     if s.backend != "eager" else ""))
-    return Finding("decode-kernels", "OK", f"decode layers: {layers}; {attn}.")
+    from ..models.gpt2 import FUSED_PREFILL_ROWS
+
+    prefill = ("the same fused kernels over every prompt position, with a causal attention kernel reading the "
+               f"cache, up to {FUSED_PREFILL_ROWS} rows (batch x padded prompt), PyTorch ops above"
+               if p.runtime.prefill == "fused" else "PyTorch ops")
+    return Finding("decode-kernels", "OK", f"decode layers: {layers}; {attn}; prefill: {prefill}.")
 
 
 def rule_prefill_buckets(ctx: RuntimeCtx) -> Finding:

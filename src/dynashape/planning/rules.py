@@ -42,6 +42,7 @@ class PlanSettings:
     graph_batches: tuple[int, ...] | None = None   # CUDA-graph batch sizes (None: the planner's choice)
     kernels: str = "auto"                      # decode layers: auto | fused | torch
     pdl: bool = True                           # fused kernels: programmatic dependent launch (Hopper)
+    fused_prefill: bool = True                 # fused kernels: the prefill on them too (else PyTorch ops)
     prefill_bucket: int | None = None
     steps_per_graph: int = 8
     vocab_pad: int = 64

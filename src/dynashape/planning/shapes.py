@@ -121,6 +121,7 @@ class RuntimePolicy:
     attention: str = "matmul"                        # decode attention: "kernel" (split-KV op) | "matmul"
     kernels: str = "torch"                           # decode layers: "fused" (Triton) | "torch"
     pdl: bool = False                                # fused kernels chained by programmatic dependent launch
+    prefill: str = "torch"                           # prefill layers: "fused" (Triton) | "torch"
 
     @property
     def scratch_slot(self) -> int:

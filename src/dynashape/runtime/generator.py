@@ -52,7 +52,8 @@ class Generator:
         except OOM:
             raise self._oom() from None
         self.state = SlotState(pol.cache_slots, self.device)
-        self.graphs = GraphSet(self, engine.runners["prefill"], engine.runners["decode"])
+        self.graphs = GraphSet(self, engine.runners["prefill"], engine.runners["decode"],
+                               engine.runners.get("decode_greedy"))
         self.free = list(range(self.max_batch))          # the last slot is scratch
         self.active: list[Request] = []
         self.pending: deque = deque()                    # launched work whose tokens are not delivered yet
@@ -113,6 +114,11 @@ class Generator:
 
     def flush(self) -> list[Request]:
         return self._deliver(keep=0)
+
+    def discard(self) -> None:
+        """After a failed launch: drop the tokens still in flight (their requests are being failed; the
+        pinned buffers they were copied into are freed by torch only once those copies are done)."""
+        self.pending.clear()
 
     @property
     def busy(self) -> bool:

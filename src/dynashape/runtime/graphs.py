@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import torch
 
 from .sampling import batch_mode, choose
+from .state import right_pad
 
 
 def _round_up(n: int, k: int) -> int:
@@ -22,9 +23,9 @@ def _round_up(n: int, k: int) -> int:
 
 
 class GraphSet:
-    def __init__(self, gen, prefill_fn, decode_fn):
+    def __init__(self, gen, prefill_fn, decode_fn, greedy_fn=None):
         self.gen, self.plan, self.policy = gen, gen.plan, gen.policy
-        self.prefill_fn, self.decode_fn = prefill_fn, decode_fn
+        self.prefill_fn, self.decode_fn, self.greedy_fn = prefill_fn, decode_fn, greedy_fn
         self.device = gen.device
         self.cuda = self.device.type == "cuda" and bool(self.policy.cuda_graph_batches)
         self.pool = torch.cuda.graph_pool_handle() if self.cuda else None
@@ -52,6 +53,11 @@ class GraphSet:
         # hold (inside the cache and below n_positions, so the position embedding stays in range)
         last_pos = min(self.policy.cache_len, self.plan.model["n_positions"]) - 1
         st, gen = self.gen.state, self.gen
+        if mode == "greedy" and self.greedy_fn is not None:    # the backend's own greedy step (same math)
+            def greedy_body():
+                for i in range(n):
+                    self.greedy_fn(e.rows, st.tok, st.pos, last_pos, gen.k, gen.v, e.out[i])
+            return greedy_body
 
         def body():
             rows = e.rows
@@ -68,6 +74,8 @@ class GraphSet:
         st, gen = self.gen.state, self.gen
 
         def body():
+            st.top_k[e.rows], st.seed[e.rows] = e.top_k, e.seed                   # the rows' sampling settings
+            st.temperature[e.rows], st.top_p[e.rows] = e.floats[0], e.floats[1]
             logits = self.prefill_fn(e.idx, e.last, e.rows, gen.k, gen.v)          # (B, V)
             first = choose(logits, mode, *st.sampling(e.rows), e.last + 1)
             e.out.copy_(first)
@@ -84,8 +92,14 @@ class GraphSet:
         if kind == "decode":
             e = SimpleNamespace(rows=z(B), out=z(key[2], B))
             body = self._decode_body(e, key[2], key[3])
-        else:
-            e = SimpleNamespace(rows=z(B), idx=z(B, key[2]), last=z(B), out=z(B))
+        else:                    # one int64 buffer: idx (B, T) | last | rows | top_k | seed, and the floats
+            T = key[2]
+            ints, floats = z(B * (T + 4)), torch.zeros(2, B, dtype=torch.float32, device=self.device)
+            e = SimpleNamespace(ints=ints, floats=floats, idx=ints[:B * T].view(B, T), out=z(B), copied=None,
+                                **{name: ints[B * (T + i):B * (T + i + 1)] for i, name in
+                                   enumerate(("last", "rows", "top_k", "seed"))})
+            e.host_ints, e.host_floats = (torch.zeros_like(t, device="cpu").pin_memory() if self.cuda
+                                          else torch.zeros_like(t) for t in (ints, floats))
             body = self._prefill_body(e, key[3])
         e.run = self._capture(body, e) if self.cuda else body
         self.entries[key] = e
@@ -128,18 +142,27 @@ class GraphSet:
 
     @torch.no_grad()
     def prefill(self, reqs, T: int) -> torch.Tensor:
-        """Prefill the requests (prompts <= T) into their slots -> first tokens (B,) on the device."""
+        """Prefill the requests (prompts <= T) into their slots -> first tokens (B,) on the device. The
+        host writes the prompts, rows and sampling settings into pinned buffers, copied in two transfers."""
         e = self._entry(("prefill", self.batch_size(len(reqs)), T, batch_mode(r.sampling for r in reqs)))
         B = e.rows.shape[0]
-        idx, last = torch.zeros(B, T, dtype=torch.long), torch.zeros(B, dtype=torch.long)
+        if e.copied is not None:
+            e.copied.synchronize()                           # the previous copy out of these buffers is done
+        ints, floats = e.host_ints.numpy(), e.host_floats.numpy()
+        ints[:] = 0
+        ints[B * (T + 1):B * (T + 2)] = self.scratch          # padding rows: the scratch slot
+        floats[0], floats[1] = 0.0, 1.0
         for i, r in enumerate(reqs):
-            idx[i, :len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.long)
-            last[i] = len(r.prompt) - 1
-        rows = self._rows([r.slot for r in reqs], B)
-        e.rows.copy_(rows, non_blocking=True)
-        e.idx.copy_(idx, non_blocking=True)
-        e.last.copy_(last, non_blocking=True)
-        self.gen.state.set_sampling(e.rows, reqs)
+            n, s = len(r.prompt), r.sampling
+            ints[i * T:i * T + n] = r.prompt
+            for j, value in enumerate((n - 1, r.slot, s.top_k, s.seed)):
+                ints[B * (T + j) + i] = value
+            floats[0, i], floats[1, i] = s.temperature, s.top_p
+        e.ints.copy_(e.host_ints, non_blocking=True)
+        e.floats.copy_(e.host_floats, non_blocking=True)
+        if self.cuda:
+            e.copied = torch.cuda.Event()
+            e.copied.record()
         e.run()
         return e.out
 
@@ -148,10 +171,7 @@ class GraphSet:
     def raw_prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         B = len(prompts)
         Bg, T = self.plan.graph_size("batch", B), self.plan.graph_size("seq", max(len(p) for p in prompts))
-        idx, last = torch.zeros(Bg, T, dtype=torch.long), torch.zeros(Bg, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            idx[i, :len(p)] = torch.tensor(p)
-            last[i] = len(p) - 1
+        idx, _, last = right_pad(prompts, Bg, T)
         rows = self._rows(list(range(B)), Bg)
         dev = self.device
         return self.prefill_fn(idx.to(dev), last.to(dev), rows.to(dev), self.gen.k, self.gen.v)[:B]

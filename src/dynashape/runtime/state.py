@@ -47,6 +47,18 @@ class Request:
         return self.finished
 
 
+def right_pad(prompts: list[list[int]], rows: int | None = None, width: int | None = None):
+    """Prompts right-padded into ids (rows, width) with a mask of the real tokens and each row's last
+    real index (rows, defaults: the prompts' count and longest length; extra rows are all padding).
+    Right padding is exact for a causal LM: no real position ever attends to it."""
+    rows, width = rows or len(prompts), width or max(len(p) for p in prompts)
+    ids, mask = torch.zeros(rows, width, dtype=torch.long), torch.zeros(rows, width, dtype=torch.long)
+    last = torch.zeros(rows, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, :len(p)], mask[i, :len(p)], last[i] = torch.as_tensor(p, dtype=torch.long), 1, len(p) - 1
+    return ids, mask, last
+
+
 class SlotState:
     """Per-slot tensors (n_slots,) on the device; the decode step indexes them by ``rows``.
 
@@ -62,12 +74,3 @@ class SlotState:
 
     def sampling(self, rows: torch.Tensor) -> tuple:
         return self.temperature[rows], self.top_k[rows], self.top_p[rows], self.seed[rows]
-
-    def set_sampling(self, rows: torch.Tensor, reqs: list[Request]) -> None:
-        """The sampling entries of rows (B,) about to be prefilled."""
-        dev, B = rows.device, len(reqs)
-        ints = torch.tensor([[r.sampling.top_k, r.sampling.seed] for r in reqs], dtype=torch.long).to(dev)
-        floats = torch.tensor([[r.sampling.temperature, r.sampling.top_p] for r in reqs], dtype=torch.float32).to(dev)
-        rows = rows[:B]
-        self.top_k[rows], self.seed[rows] = ints[:, 0], ints[:, 1]
-        self.temperature[rows], self.top_p[rows] = floats[:, 0], floats[:, 1]

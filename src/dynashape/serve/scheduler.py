@@ -134,7 +134,7 @@ class Scheduler:
             except BaseException as e:  # noqa: BLE001 - the thread must outlive any one failure
                 log.exception("scheduler iteration failed")
                 self._fail(list(self._admitted), e)
-                self.gen.pending.clear()
+                self.gen.discard()
         self._fail(list(self._admitted) + list(self._waiting), None)
 
     def _iteration(self, cancels: list[Job]) -> None:
@@ -151,7 +151,7 @@ class Scheduler:
             except Exception as e:  # noqa: BLE001 - fail the rows of this chunk, keep serving
                 log.exception("decode step failed")
                 self._fail([j for j in self._admitted if not j.done], e)
-                self.gen.pending.clear()
+                self.gen.discard()
         self._publish()
 
     def _take(self, n: int) -> list[Job]:

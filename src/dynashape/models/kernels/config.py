@@ -42,22 +42,34 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
-    """From the H100 sweep (bench/results/h100_kernel_sweep_gpt2_fp16.json, CUDA-graph replays, fp16).
+    """From the H100 sweeps (bench/results/h100_kernel_sweep_gpt2_fp16.json, then
+    h100_kernel_sweep2_gpt2_fp16.json after the several-row layer norm moved into its own kernel;
+    CUDA-graph replays, fp16).
 
     One row (M = 1): multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
-    QKV, each streaming a few KB of weight) with 256-wide reduction steps; the vocabulary projection
-    (N = 50304) prefers 16 columns. Several rows: tl.dot with 16-row tiles (the tensor cores' minimum,
-    rows beyond M masked): the broadcast product over 8 rows was 1.7-2x slower than one dot tile.
-    ``linear_residual`` splits a long K (mlp.c_proj: K = 4C) in 4 so that enough programs stream it."""
-    split = 4 if kind == "linear_residual" and K >= 4 * N and K >= 1024 else 1
+    QKV, each streaming a few KB of weight; 2 for gpt2-xl's C x C and 4C -> C projections: 3.22 -> 2.75
+    and 7.37 -> 5.02 us); the vocabulary projection (N = 50304) prefers 16 columns. ``linear_residual``
+    splits gpt2's long K (mlp.c_proj: K = 4C = 3072) in 4 so that enough programs stream it.
+    Several rows: tl.dot with 16-row tiles (the tensor cores' minimum, rows beyond M masked): the
+    broadcast product over 8 rows was 1.7-2x slower than one dot tile. From 17 rows, 64-row tiles where
+    they won at 64 rows: c_fc 7.42 -> 6.03 us, mlp.c_proj 6.84 -> 5.47, the vocabulary 45.9 -> 34.8.
+    Prefill rows (M >= 128): 64 x 64 x 64 tiles, 4 warps (QKV 35.1 -> 31.0 us at 512 rows)."""
+    wide = N >= 1024                                   # gpt2-xl's width and above
+    split = 4 if kind == "linear_residual" and K >= 4 * N and K >= 1024 and (M > 1 or not wide) else 1
     if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K chunk) weight slice
-        bn = 16 if N >= 16384 else 4
+        bn = 16 if N >= 16384 else 2 if kind == "linear_residual" and wide else 4
         return KernelConfig(1, bn, min(256, _pow2(K)), split, 8 if bn * K // split > 8192 else 4, 2, False)
-    bm = 16 if M <= 16 or N < 16384 else 64
-    bn = 64 if kind == "ln_linear" else 32
-    if N >= 16384 and bm == 64:
-        return KernelConfig(64, 64, 32, 1, 8, 3, True)
-    return KernelConfig(bm, bn, 64 if bm == 16 else 32, split, 4, 3, True)
+    if M >= 128:
+        return KernelConfig(64, 64, 64, split, 4, 3, True)
+    if M <= 16:
+        return KernelConfig(16, 64 if kind == "ln_linear" else 32, 64, split, 4, 3, True)
+    if N >= 16384:                                     # the vocabulary projection
+        return KernelConfig(64, 64, 128, 1, 8, 3, True)
+    if kind == "ln_linear":                            # QKV (N = 3K) keeps 16-row tiles; c_fc (N = 4K) 64
+        return KernelConfig(64, 32, 128, 1, 8, 3, True) if N >= 4 * K else KernelConfig(16, 32, 64, 1, 4, 3, True)
+    if split > 1:                                      # mlp.c_proj
+        return KernelConfig(64, 32, 64, split, 8, 3, True)
+    return KernelConfig(16, 32, 128, 1, 4, 3, True)    # attn.c_proj
 
 
 def default_config(kind: str, M: int, N: int, K: int) -> KernelConfig:

@@ -1,26 +1,45 @@
-"""The lean GPT-2's decode step on the fused kernels: per layer qkv_to_cache (ln_1 + QKV + cache
-write), decode_attention, linear_residual (c_proj + residual), ln_linear (ln_2 + c_fc + GELU),
+"""The lean GPT-2's prefill and decode steps on the fused kernels. Decode: per layer qkv_to_cache
+(ln_1 + QKV + cache write), decode_attention, linear_residual (c_proj + residual), ln_linear (ln_2 + c_fc + GELU),
 linear_residual (c_proj + residual); embed before, ln_linear (ln_f + lm_head) after. The same math as
 ``GPT2.decode`` with ``kernels="torch"``, in 5 to 8 launches per layer instead of ~12. With ``pdl``
 (Hopper) the launches form one programmatic-dependent-launch chain: each kernel starts while the
-previous one finishes and fetches its weights before it waits (``gemv.py``).
+previous one finishes and fetches its weights before it waits (``gemv.py``). Prefill: the same
+kernels over all B x T prompt positions as rows (tensor-core tiles), with the causal attention of
+``prefill.py`` reading the keys and values the QKV kernel has just written into the cache; only each
+row's last real position reaches ln_f and the vocabulary projection.
 """
 from __future__ import annotations
 
 import torch
 
 from . import decode_attention, embed, linear_residual, ln_linear, qkv_to_cache
-
-TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+from .greedy import gather_embed, greedy_update
+from .prefill import prefill_attention
 
 
 def fused_decode(model, tok, pos, slots, k, v) -> torch.Tensor:
     """tok, pos, slots (B,); k, v lists of per-layer caches (n_slots, H, L, D) -> logits (B, V)."""
     # PDL pays at one row (the weight-first GEMVs overlap the previous kernel's tail: 0.34 -> 0.26 ms per
     # token on an H100); with 64 rows the early-launched programs only crowd the tl.dot kernels (1.10 -> 1.47)
-    cfg, pdl = model.config, model.pdl and tok.shape[0] == 1
-    eps, H = cfg.layer_norm_epsilon, cfg.n_head
+    pdl = model.pdl and tok.shape[0] == 1
     x = embed(tok, pos, model.wte.weight, model.wpe.weight, pdl=pdl)             # (B, C)
+    return _head(model, _layers(model, x, pos, slots, k, v, pdl), pdl)
+
+
+def fused_decode_greedy(model, rows, tok_state, pos_state, last_pos: int, k, v, out) -> None:
+    """One greedy step in place (greedy.py): the rows' tokens and positions from the slot state, the
+    argmax token to out (B,) and to the state, positions + 1. Two launches instead of ~10 ops around
+    the layers."""
+    pdl = model.pdl and rows.shape[0] == 1
+    pos = torch.empty_like(rows)
+    x = gather_embed(rows, tok_state, pos_state, last_pos, model.wte.weight, model.wpe.weight, pos, pdl=pdl)
+    logits = _head(model, _layers(model, x, pos, rows, k, v, pdl), pdl)
+    greedy_update(logits, model.config.vocab_size, rows, pos, tok_state, pos_state, out, pdl=pdl)
+
+
+def _layers(model, x, pos, slots, k, v, pdl: bool) -> torch.Tensor:
+    cfg = model.config
+    eps, H = cfg.layer_norm_epsilon, cfg.n_head
     for i, block in enumerate(model.h):
         a, mlp = block.attn, block.mlp
         q = qkv_to_cache(x, block.ln_1.weight, block.ln_1.bias, eps, a.c_attn.weight, a.c_attn.bias,
@@ -30,6 +49,31 @@ def fused_decode(model, tok, pos, slots, k, v) -> torch.Tensor:
         h = ln_linear(x, block.ln_2.weight, block.ln_2.bias, eps, mlp.c_fc.weight, mlp.c_fc.bias,
                       act="gelu_tanh", pdl=pdl)                                  # (B, 4C)
         linear_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, out=x, pdl=pdl)
+    return x
+
+
+def _head(model, x, pdl: bool) -> torch.Tensor:
     head = model.head_weight if model.head_weight is not None else model.lm_head.weight
-    logits = ln_linear(x, model.ln_f.weight, model.ln_f.bias, eps, head, pdl=pdl)  # (B, V padded)
-    return logits[:, :cfg.vocab_size]
+    logits = ln_linear(x, model.ln_f.weight, model.ln_f.bias, model.config.layer_norm_epsilon, head, pdl=pdl)
+    return logits[:, :model.config.vocab_size]                                   # (B, V) of (B, V padded)
+
+
+def fused_prefill(model, idx, last, slots, k, v) -> torch.Tensor:
+    """Right-padded prompts idx (B, T), last real index (B,), cache slots (B,) -> logits (B, V); writes
+    positions 0..T-1 of each slot (as ``GPT2.prefill``)."""
+    cfg = model.config
+    B, T = idx.shape
+    eps, H, dev = cfg.layer_norm_epsilon, cfg.n_head, idx.device
+    pos = torch.arange(T, device=dev).repeat(B)                                  # (B*T,) row (b, t) -> t
+    rows = slots.repeat_interleave(T)                                            # (B*T,) -> its slot
+    x = embed(idx.reshape(-1), pos, model.wte.weight, model.wpe.weight)          # (B*T, C)
+    for i, block in enumerate(model.h):
+        a, mlp = block.attn, block.mlp
+        q = qkv_to_cache(x, block.ln_1.weight, block.ln_1.bias, eps, a.c_attn.weight, a.c_attn.bias,
+                         k[i], v[i], rows, pos, H)                               # k, v of all B*T written
+        o = prefill_attention(q, k[i], v[i], slots, T, H, a.scale)
+        linear_residual(o, a.c_proj.weight, a.c_proj.bias, x, out=x)
+        h = ln_linear(x, block.ln_2.weight, block.ln_2.bias, eps, mlp.c_fc.weight, mlp.c_fc.bias, act="gelu_tanh")
+        linear_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, out=x)
+    x = x.view(B, T, -1)[torch.arange(B, device=dev), last]                     # (B, C): the last real tokens
+    return _head(model, x, False)

@@ -3,15 +3,18 @@
 Why: a decode step (M = 1..64 rows, one token each) is memory-bound; every weight is read once and
 the activations are tiny. So each kernel streams its weight (N, K) once, along K (contiguous, 16-byte
 loads), with all the rows of the batch in the same program, and folds the small ops around the matmul
-into it: the LayerNorm before (its row statistics recomputed per program: K is only 768..1600), the
-bias, GELU, the residual add or the KV-cache store after. One launch replaces 3 to 5.
+into it: the bias, GELU, the residual add or the KV-cache store after. The LayerNorm before: for one
+row inside the matrix-vector kernel (``gemv.py``); for several rows a small kernel writes the
+normalised rows first, so that the tensor-core loop reads both operands straight from memory (with
+the LayerNorm applied to each tile in registers, Triton did not pipeline the loads: 10 us for QKV at
+64 rows, 42 us at 512 on an H100). One or two launches replace 3 to 5.
 
 - ``ln_linear``:       act(layer_norm(x) @ w.T + b)          ln_1+QKV, ln_2+c_fc+gelu, ln_f+lm_head
 - ``qkv_to_cache``:    the same with N = 3C; k, v go straight into the cache, only q is returned
 - ``linear_residual``: residual + h @ w.T + b                 attn.c_proj, mlp.c_proj (split-K)
 - ``embed``:           wte[tok] + wpe[pos]
 
-M <= 16 multiplies and sums in registers (a matrix-vector product); larger M uses ``tl.dot``.
+One row multiplies and sums in registers (a matrix-vector product); several rows use ``tl.dot``.
 Grids depend on shapes only and nothing syncs with the host, so all of it is CUDA-graph capturable.
 Everything accumulates in fp32. Reference: gpt-fast (https://github.com/pytorch-labs/gpt-fast); split-K
 as in Triton's matmul tutorials, but reduced by a second kernel in a fixed order (deterministic).
@@ -77,47 +80,47 @@ def _check_matmul(x: torch.Tensor, w: torch.Tensor, b, *others: torch.Tensor) ->
 
 # ---- kernels: one K loop shared by both matmuls, epilogues for rows, the cache and the residual -----
 @_jit
-def _matmul_tile(X, LnW, LnB, W, rm, rn, M, N, sxm, mean, rstd, k_lo,
-                 K: tl.constexpr, K_CHUNK: tl.constexpr, HAS_LN: tl.constexpr,
+def _matmul_tile(X, W, rm, rn, M, N, sxm, k_lo, K: tl.constexpr, K_CHUNK: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) fp32 tile of [layer_norm](x) @ w.T over k in [k_lo, k_lo + K_CHUNK)."""
+    """(BLOCK_M, BLOCK_N) fp32 tile of x @ w.T over k in [k_lo, k_lo + K_CHUNK). With tl.dot both operands
+    go from memory to the tensor cores as they are (nothing computed on them in registers), which lets
+    Triton pipeline the loads across steps."""
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     rk = tl.arange(0, BLOCK_K)
     w_rows = W + rn.to(tl.int64)[:, None] * K                                  # (BLOCK_N, 1)
+    x_rows = X + rm.to(tl.int64)[:, None] * sxm                                # (BLOCK_M, 1)
     for k0 in range(0, K_CHUNK, BLOCK_K):             # constant trip count: k_lo may be a program id
         kk = k_lo + k0 + rk
         k_ok = kk < K
-        a = tl.load(X + rm[:, None] * sxm + kk[None, :], mask=(rm[:, None] < M) & k_ok[None, :],
-                    other=0.0).to(tl.float32)                                  # (BLOCK_M, BLOCK_K)
-        if HAS_LN:                # masked k: g = beta = 0, so a stays 0 there
-            g = tl.load(LnW + kk, mask=k_ok, other=0.0).to(tl.float32)
-            beta = tl.load(LnB + kk, mask=k_ok, other=0.0).to(tl.float32)
-            a = (a - mean[:, None]) * rstd[:, None] * g[None, :] + beta[None, :]
+        a = tl.load(x_rows + kk[None, :], mask=(rm[:, None] < M) & k_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
         w = tl.load(w_rows + kk[None, :], mask=(rn[:, None] < N) & k_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_K)
         if USE_DOT:
-            acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision=DOT_PREC)
+            acc = tl.dot(a, tl.trans(w), acc, input_precision=DOT_PREC)
         else:
-            acc += tl.sum(a[:, None, :] * w[None, :, :].to(tl.float32), axis=2)
+            acc += tl.sum(a.to(tl.float32)[:, None, :] * w[None, :, :].to(tl.float32), axis=2)
     return acc
 
 
 @_jit
-def _row_stats(X, rm, M, sxm, eps, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """LayerNorm mean and 1/std of BLOCK_M rows, two passes in fp32 (exact for large means)."""
-    rk = tl.arange(0, BLOCK_K)
-    total = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ok = (rm[:, None] < M) & (k0 + rk[None, :] < K)
-        total += tl.sum(tl.load(X + rm[:, None] * sxm + k0 + rk[None, :], mask=ok, other=0.0).to(tl.float32), axis=1)
-    mean = total / K
-    sq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ok = (rm[:, None] < M) & (k0 + rk[None, :] < K)
-        x = tl.load(X + rm[:, None] * sxm + k0 + rk[None, :], mask=ok, other=0.0).to(tl.float32)
-        dx = tl.where(ok, x - mean[:, None], 0.0)
-        sq += tl.sum(dx * dx, axis=1)
-    return mean, tl.rsqrt(sq / K + eps)
+def _layer_norm_kernel(X, G, Bt, Y, M, eps, sxm, sym, K: tl.constexpr, KP: tl.constexpr, BLOCK_M: tl.constexpr,
+                       USE_PDL: tl.constexpr):
+    """Program (row block): whole rows in registers, two passes in fp32 (exact for large means), one
+    rounding to Y's dtype: the values the projection would have fed its tensor cores."""
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rk = tl.arange(0, KP)
+    ok = (rm[:, None] < M) & (rk[None, :] < K)
+    x = tl.load(X + rm.to(tl.int64)[:, None] * sxm + rk[None, :], mask=ok, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / K
+    xc = tl.where(ok, x - mean[:, None], 0.0)
+    rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / K + eps)
+    g = tl.load(G + rk, mask=rk < K, other=0.0).to(tl.float32)
+    beta = tl.load(Bt + rk, mask=rk < K, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * g[None, :] + beta[None, :]
+    tl.store(Y + rm.to(tl.int64)[:, None] * sym + rk[None, :], y.to(Y.dtype.element_ty), mask=ok)
 
 
 @_jit
@@ -143,21 +146,18 @@ def _store_qkv(acc, Q, Kc, Vc, Slots, Pos, rm, rn, M, L, sqm, sk0, sk1, sk2, sv0
 
 
 @_jit
-def _ln_linear_kernel(X, LnW, LnB, W, Bias, Y, Kc, Vc, Slots, Pos, M, N, L, eps,
-                      sxm, sym, sk0, sk1, sk2, sv0, sv1, sv2,
-                      K: tl.constexpr, C: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      ACT: tl.constexpr, TO_CACHE: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
-                      DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
-    """Program (column block, row block): act(layer_norm(x) @ w.T + b) -> Y, or q/k/v (TO_CACHE)."""
+def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, M, N, L, sxm, sym, sk0, sk1, sk2, sv0, sv1, sv2,
+                 K: tl.constexpr, C: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 ACT: tl.constexpr, TO_CACHE: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
+                 DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
+    """Program (column block, row block): act(x @ w.T + b) -> Y, or q/k/v (TO_CACHE); x is layer-normed."""
     if USE_PDL:                    # launched early (PDL): wait for the previous kernel's results
         gdc_launch_dependents()
         gdc_wait()
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
-    mean, rstd = _row_stats(X, rm, M, sxm, eps, K, BLOCK_M, BLOCK_K)
-    acc = _matmul_tile(X, LnW, LnB, W, rm, rn, M, N, sxm, mean, rstd, 0, K, K, True,
-                       BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)            # (BLOCK_M, BLOCK_N)
+    acc = _matmul_tile(X, W, rm, rn, M, N, sxm, 0, K, K, BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)
     if HAS_BIAS:
         acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     if ACT == 1:              # GPT-2 gelu_new: 0.5 a (1 + tanh(u)) = a * sigmoid(2u), stable at both ends
@@ -192,8 +192,8 @@ def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
         gdc_wait()
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
-    acc = _matmul_tile(Hx, Hx, Hx, W, rm, rn, M, N, shm, 0.0, 0.0, tl.program_id(1) * K_CHUNK, K, K_CHUNK,
-                       False, BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)    # (BLOCK_M, BLOCK_N)
+    acc = _matmul_tile(Hx, W, rm, rn, M, N, shm, tl.program_id(1) * K_CHUNK, K, K_CHUNK,
+                       BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)           # (BLOCK_M, BLOCK_N)
     if SPLIT:
         at = (tl.program_id(1) * M + rm[:, None]) * N + rn[None, :]            # P (split, M, N)
         tl.store(P + at, acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
@@ -251,14 +251,18 @@ def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, pdl=F
         launch_gemv(x, w, y, cfg, TO_CACHE if cache is not None else STORE, ln=(ln_w, ln_b), eps=eps, b=b,
                     act=act, cache=cache, pdl=pdl)
         return
+    xn = torch.empty_like(x)                              # several rows: layer norm first, once per row
+    KP = _pow2(K)
+    rows = max(1, 4096 // KP)
+    _layer_norm_kernel[(_cdiv(M, rows),)](x, ln_w, ln_b, xn, M, float(eps), x.stride(0), xn.stride(0),
+                                          K=K, KP=KP, BLOCK_M=rows, num_warps=4, **_pdl(pdl))
     N = w.shape[0]
     kc, vc, slots, pos, C, D = cache if cache is not None else (y, y, y, y, 0, 1)
     L = kc.shape[2] if cache is not None else 0
     strides = (*kc.stride()[:3], *vc.stride()[:3]) if cache is not None else (0,) * 6
     grid = (_cdiv(N, cfg.block_n), _cdiv(M, cfg.block_m))
-    _ln_linear_kernel[grid](
-        x, ln_w, ln_b, w, b if b is not None else w, y, kc, vc, slots, pos, M, N, L, float(eps),
-        x.stride(0), y.stride(0), *strides,
+    _proj_kernel[grid](
+        xn, w, b if b is not None else w, y, kc, vc, slots, pos, M, N, L, xn.stride(0), y.stride(0), *strides,
         K=K, C=C, D=D, HAS_BIAS=b is not None, ACT=act, TO_CACHE=cache is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, USE_DOT=cfg.use_dot,
         DOT_PREC=_dot_prec(w), num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))

@@ -1,0 +1,168 @@
+"""The fused prefill (kernels/prefill.py, ``fused_prefill``) and the fused greedy step (kernels/greedy.py,
+``fused_decode_greedy``) against float64 references and the torch ops, run by Triton's interpreter
+(``interpreter.py``). The caches are poisoned with NaN outside the prompts' positions, so a read past
+a prompt or a write to the wrong slot shows up."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the fused kernels need triton (pip install triton)")
+from interpreter import run_interpreted, tiny_pair  # noqa: E402
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=2e-5), torch.float16: dict(rtol=1e-2, atol=1e-2)}
+NAN = float("nan")
+
+
+def _close(actual, expected, dtype, what):
+    torch.testing.assert_close(actual.double(), expected.double(), **TOL[dtype], equal_nan=True,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def causal_reference(q, K, V, slots, T, H, scale):
+    """q (B*T, C); K, V (n_slots, H, L, D) -> (B*T, C) in float64, causal over positions 0..T-1."""
+    B, C = q.shape[0] // T, q.shape[1]
+    out = torch.empty(B, T, C, dtype=torch.float64)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    for b in range(B):
+        qb = q.view(B, T, H, -1)[b].double().transpose(0, 1)              # (H, T, D)
+        k, v = K[slots[b], :, :T].double(), V[slots[b], :, :T].double()  # (H, T, D)
+        s = (qb @ k.transpose(1, 2) * scale).masked_fill(~mask, float("-inf"))
+        out[b] = (torch.softmax(s, -1) @ v).transpose(0, 1).reshape(T, C)
+    return out.view(B * T, C)
+
+
+# ---- checks (run in the interpreter child) ----------------------------------------------------------
+def check_prefill_attention(dtype, B, T, C, H):
+    from dynashape.models.kernels.prefill import prefill_attention
+    dt = getattr(torch, dtype)
+    torch.manual_seed(B * 100 + T)
+    D, L, n_slots = C // H, T + 5, B + 3
+    slots = torch.randperm(n_slots)[:B]
+    K, V = (torch.full((n_slots, H, L, D), NAN, dtype=dt) for _ in range(2))
+    for b in range(B):                                                    # only 0..T-1 of each slot is real
+        K[slots[b], :, :T] = torch.randn(H, T, D).to(dt)
+        V[slots[b], :, :T] = torch.randn(H, T, D).to(dt)
+    q = torch.randn(B * T, C).to(dt)
+    ref = causal_reference(q, K, V, slots, T, H, D ** -0.5)
+    for cfg in (None, dict(block_m=16, block_n=32)):
+        out = prefill_attention(q, K, V, slots, T, H, D ** -0.5, config=cfg)
+        assert torch.isfinite(out.double()).all(), f"NaN poison leaked with config {cfg}"
+        _close(out, ref, dt, f"prefill attention {cfg}")
+
+
+def check_fused_prefill(dtype):
+    """random:tiny (perturbed) prefilled by the fused kernels and by the torch ops into scattered slots:
+    the same logits at each row's last real token, the same cache, then the same decode steps."""
+    dt = getattr(torch, dtype)
+    ref, fused = tiny_pair(1, dtype, kernels="fused", prefill="fused")
+    g = torch.Generator().manual_seed(1)
+    (k1, v1), (k2, v2) = ref.new_cache(6, 40), fused.new_cache(6, 40)
+    idx = torch.randint(0, 1000, (3, 21), generator=g)                    # 21: not a multiple of the tiles
+    last, slots = torch.tensor([20, 0, 9]), torch.tensor([5, 0, 2])
+    with torch.no_grad():
+        a, b = ref.prefill(idx, last, slots, k1, v1), fused.prefill(idx, last, slots, k2, v2)
+        assert b.shape == (3, 1000)
+        _close(b, a, dt, "prefill logits")
+        for layer in range(len(k1)):
+            _close(k2[layer][slots, :, :21], k1[layer][slots, :, :21], dt, f"keys of layer {layer}")
+            _close(v2[layer][slots, :, :21], v1[layer][slots, :, :21], dt, f"values of layer {layer}")
+        tok, pos = a.argmax(-1), last + 1
+        for _ in range(3):
+            a, b = ref.decode(tok, pos, slots, k1, v1), fused.decode(tok, pos, slots, k2, v2)
+            _close(b, a, dt, f"decode logits at positions {pos.tolist()}")
+            tok, pos = a.argmax(-1), pos + 1
+
+
+def check_greedy_update():
+    """torch.argmax's tie rule (the first index) within a chunk and across chunks; the state writes."""
+    from dynashape.models.kernels.greedy import greedy_update
+    V = 9000                                                              # 3 chunks, the last one partial
+    logits = torch.randn(3, V + 40).half()                               # padded columns are never read
+    logits[:, V:] = 100.0
+    logits[0, 100] = logits[0, 5000] = 9.0                               # tie across chunks -> 100
+    logits[1] = 0.0                                                       # all equal -> 0
+    logits[2, 8999] = 9.0                                                 # the last real column
+    rows, pos = torch.tensor([4, 0, 2]), torch.tensor([7, 0, 30])
+    tok_state, pos_state, out = (torch.zeros(n, dtype=torch.long) for n in (5, 5, 3))
+    greedy_update(logits, V, rows, pos, tok_state, pos_state, out)
+    assert out.tolist() == [100, 0, 8999] == logits[:, :V].argmax(-1).tolist()
+    assert tok_state.tolist() == [0, 0, 8999, 0, 100] and pos_state.tolist() == [1, 0, 31, 0, 8]
+
+
+def check_fused_greedy_step(dtype):
+    """Greedy steps on the fused kernels against the torch decode + argmax: tokens, slot state, cache;
+    a padding row on the scratch slot, and a row held at last_pos."""
+    dt = getattr(torch, dtype)
+    models = tiny_pair(2, dtype, kernels="fused")
+    g = torch.Generator().manual_seed(2)
+    caches = [m.new_cache(6, 24) for m in models]
+    idx = torch.randint(0, 1000, (3, 9), generator=g)
+    last, slots = torch.tensor([8, 3, 5]), torch.tensor([4, 1, 2])
+    rows = torch.tensor([4, 1, 2, 5])                                    # slot 5: scratch (padding row)
+    states = []
+    with torch.no_grad():
+        for m, (k, v) in zip(models, caches):
+            first = m.prefill(idx, last, slots, k, v).argmax(-1)
+            tok, pos = torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.long)
+            tok[slots], pos[slots] = first, last + 1
+            pos[1] = 20                                                   # held at last_pos = 20 from here
+            outs = []
+            for _ in range(4):
+                out = torch.zeros(4, dtype=torch.long)
+                m.decode_greedy(rows, tok, pos, 20, k, v, out)
+                outs.append(out[:3].tolist())
+            states.append((outs, tok[:5].tolist(), pos[:5].tolist()))
+    assert states[1] == states[0], f"fused {states[1]} != torch {states[0]}"
+    for layer in range(len(caches[0][0])):
+        _close(caches[1][0][layer][slots, :, :20], caches[0][0][layer][slots, :, :20], dt, f"keys {layer}")
+
+
+@pytest.fixture(scope="module")
+def interpreted(request):
+    return run_interpreted(request.session, __file__)
+
+
+# ---- tests: each reports its check from the child ---------------------------------------------------
+@pytest.mark.parametrize("dtype,B,T,C,H", [("float32", 2, 21, 64, 4), ("float16", 1, 40, 128, 4),
+                                           ("float32", 3, 5, 96, 4)])   # D 16, 32 and 24 (padded)
+def test_prefill_attention(interpreted, request, dtype, B, T, C, H):
+    interpreted.assert_passed(request.node)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_fused_prefill(interpreted, request, dtype):
+    interpreted.assert_passed(request.node)
+
+
+def test_greedy_update(interpreted, request):
+    interpreted.assert_passed(request.node)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_fused_greedy_step(interpreted, request, dtype):
+    interpreted.assert_passed(request.node)
+
+
+def test_prefill_attention_refuses_bad_layouts():
+    from dynashape.models.kernels import KernelError
+    from dynashape.models.kernels.prefill import prefill_attention
+    cache, slots = torch.zeros(4, 4, 16, 16), torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(KernelError, match="B \\* T"):
+        prefill_attention(torch.zeros(7, 64), cache, cache, slots, 2, 4, 0.25)
+    with pytest.raises(KernelError, match="fewer than T"):
+        prefill_attention(torch.zeros(40, 64), cache, cache, slots, 20, 4, 0.25)
+
+
+def test_long_prefills_run_as_torch_ops():
+    """Above FUSED_PREFILL_ROWS rows (batch x padded prompt) a fused-prefill model runs the PyTorch ops
+    (here in this process, on the CPU, where a Triton launch could not run): the same logits."""
+    from dynashape.models import load_model
+    from dynashape.models.gpt2 import FUSED_PREFILL_ROWS, GPT2
+    lm = load_model("random:tiny")
+    ref, fused = (GPT2.from_hf(lm.model).configure(prefill=p) for p in ("torch", "fused"))
+    T = FUSED_PREFILL_ROWS + 1
+    idx, last, slots = torch.randint(0, 1000, (1, T)), torch.tensor([T - 1]), torch.tensor([0])
+    (k1, v1), (k2, v2) = ref.new_cache(2, T + 1), fused.new_cache(2, T + 1)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.prefill(idx, last, slots, k2, v2), ref.prefill(idx, last, slots, k1, v1))
