@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU work of one session, in stages: bash bench/gpu_session.sh STAGE [STAGE ...]; results under $OUT.
 # Each stage has its own time limit and log ($OUT/STAGE.log); a failing stage is recorded, the next runs.
-# The A/B baseline (the FastGenerator of commit 6c8aaac) is read from .baseline/src (git archive, carried).
+# A/B baselines (git archives, carried): .baseline/src = the FastGenerator of commit 6c8aaac (stage ab1),
+# .baseline2/src = the previous session's final engine, commit c7658b5 (stage ab).
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}
@@ -18,22 +19,28 @@ BENCH="python3 -m dynashape.bench --dtype float16 --device cuda"
 for stage in "$@"; do
   case $stage in
     env) run env 60 bash -c 'nvidia-smi; python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
-    gputests) run gputests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ ;;
-    sweep) run sweep 280 python3 bench/kernel_sweep.py --out "$OUT/kernel_sweep.json" --budget-s 200 ;;
+    gputests) run gputests 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ ;;
+    sweep) run sweep 290 python3 bench/kernel_sweep.py --out "$OUT/kernel_sweep.json" --budget-s ${SWEEP_S:-220} ;;
     compile) run compile_eager 150 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                --dtype float16 -o engines/gpt2 --force --json
              run load_eager_1 60 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_1.json"
              run load_eager_2 60 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_2.json" ;;
     verify) run verify_eager 240 python3 -m dynashape verify engines/gpt2 --json ;;
-    bench) run bench_gpt2 300 $BENCH --target engines/gpt2 --budget-s 100 --out "$OUT/generate_gpt2_fp16" ;;
-    ab) run ab_baseline 300 env PYTHONPATH=.baseline/src $BENCH --model random:gpt2 --systems dynashape \
-          --batches 1,64 --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_baseline_fastgen"
-        run ab_engine 200 $BENCH --target engines/gpt2 --systems dynashape --batches 1,64 --prompt-lens 512 \
-          --new-tokens 128 --out "$OUT/ab_engine"
-        run compile_nopdl 240 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
-          --dtype float16 --no-pdl -o engines/gpt2-nopdl --force --json
-        run ab_engine_nopdl 200 $BENCH --target engines/gpt2-nopdl --systems dynashape --batches 1,64 \
-          --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_engine_nopdl" ;;
+    bench) run bench_gpt2 300 $BENCH --target engines/gpt2 --budget-s ${BENCH_S:-100} ${BENCH_ARGS:-} \
+             --out "$OUT/generate_gpt2_fp16" ;;
+    ab) # the previous session's engine (.baseline2/src: git archive of c7658b5) against this one, same machine;
+        # and this one without the fused prefill (PyTorch-op prefill, the staging of the host path kept)
+        run compile_base 150 env PYTHONPATH=.baseline2/src python3 -m dynashape compile random:gpt2 --seq 1:1024 \
+          --batch 1:64 --device cuda --dtype float16 -o engines/gpt2-base --force --json
+        run ab_base 200 env PYTHONPATH=.baseline2/src $BENCH --target engines/gpt2-base --systems dynashape \
+          --batches 1,64 --prompt-lens 7,512 --new-tokens 128 --out "$OUT/ab_base"
+        run ab_new 200 $BENCH --target engines/gpt2 --systems dynashape --batches 1,64 --prompt-lens 7,512 \
+          --new-tokens 128 --out "$OUT/ab_new"
+        [ -n "${AB_TPREFILL:-}" ] || continue
+        run compile_tprefill 150 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+          --dtype float16 --no-fused-prefill -o engines/gpt2-tprefill --force --json
+        run ab_tprefill 200 $BENCH --target engines/gpt2-tprefill --systems dynashape --batches 1,64 \
+          --prompt-lens 7,512 --new-tokens 128 --out "$OUT/ab_tprefill" ;;
     inductor) run compile_inductor 200 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                 --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
               run load_inductor 90 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"
@@ -44,8 +51,10 @@ for stage in "$@"; do
         run load_xl 90 python3 bench/load_probe.py engines/gpt2-xl --out "$OUT/load_xl.json"
         run bench_xl 120 $BENCH --target engines/gpt2-xl --systems dynashape --batches 1,8 --prompt-lens 512 \
           --new-tokens 128 --repeats 2 --out "$OUT/generate_gpt2xl_fp16" ;;
+    ab1) run ab_baseline 300 env PYTHONPATH=.baseline/src $BENCH --model random:gpt2 --systems dynashape \
+          --batches 1,64 --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_baseline_fastgen" ;;
     profile) run profile_1 200 $BENCH --target engines/gpt2 --profile 1,512 --new-tokens 64
-             run profile_64 200 $BENCH --target engines/gpt2 --profile 64,512 --new-tokens 64 ;;
+             [ -n "${PROFILE_64:-}" ] && run profile_64 200 $BENCH --target engines/gpt2 --profile 64,512 --new-tokens 64 ;;
     aoti) run compile_aoti 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:8 --device cuda \
             --dtype float16 --backend aoti -o engines/gpt2-aoti --force ;;
     probe) run probe_load 450 python3 bench/gpu_probe_load.py --out "$OUT" --device cuda ;;

@@ -63,27 +63,39 @@ def cases(d, C, H, M, L, elem):
 
 
 def candidates(name: str, M: int):
-    """None (the default) and a few alternatives per kernel class."""
+    """None (the default) and a few alternatives per kernel class. One row: the one-row kernel holds its
+    whole (block_n, K / split) weight slice, so only block_n, warps and (linear_residual) split matter."""
     yield None
     if name == "decode_attention":
-        for split, warps, bk in itertools.product((1, 8, 32), (4, 8), (32, 64)):
-            yield dict(split=split, num_warps=warps, block_k=bk)
+        for split, warps, bk, stages in itertools.product((1, 2, 8, 32) if M < 64 else (1, 2), (4, 8), (32, 64, 128),
+                                                          (2, 3)):
+            yield dict(split=split, num_warps=warps, block_k=bk, num_stages=stages)
         return
-    if M <= 16:
+    if M == 1:
         splits = (1, 2, 4) if name.startswith("linear_residual") else (1,)
-        for bn, bk, split in itertools.product((4, 8, 16), (128, 256), splits):
-            yield dict(block_n=bn, block_k=bk, num_warps=4, split=split, use_dot=False)
+        for bn, warps, split in itertools.product((2, 4, 8, 16, 32), (4, 8), splits):
+            yield dict(block_n=bn, num_warps=warps, split=split, use_dot=False)
+    elif M >= 128:                 # prefill rows
+        splits = (1, 2, 4) if name.startswith("linear_residual") else (1,)
+        for (bm, bn, bk, warps), split in itertools.product(
+                ((64, 64, 64, 4), (64, 128, 32, 8), (64, 128, 64, 8), (128, 64, 32, 8), (128, 128, 32, 8),
+                 (128, 128, 64, 8)), splits):
+            yield dict(block_m=bm, block_n=bn, block_k=bk, num_warps=warps, num_stages=3, use_dot=True, split=split)
     else:
         splits = (1, 4) if name.startswith("linear_residual") else (1,)
-        for bm, bn, split in itertools.product((16, 64), (16, 32, 64), splits):
-            yield dict(block_m=bm, block_n=bn, block_k=64 if bm < 64 else 32, num_warps=4 if bm * bn < 2048 else 8,
+        for bm, bn, bk, split in itertools.product((16, 64), (16, 32, 64), (32, 64, 128), splits):
+            yield dict(block_m=bm, block_n=bn, block_k=bk, num_warps=4 if bm * bn < 2048 else 8,
                        use_dot=True, split=split)
+
+
+# (C, n_head, rows) in the order they are swept (the budget may end the sweep: defaults only after it)
+ORDER = [(768, 12, 64), (768, 12, 512), (1600, 25, 1), (768, 12, 1), (768, 12, 8), (1600, 25, 64), (1600, 25, 8)]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--rows", default="1,8,64")
+    ap.add_argument("--rows", default="1,8,64,512")
     ap.add_argument("--budget-s", type=float, default=240)
     a = ap.parse_args()
     dt = torch.float16
@@ -91,12 +103,15 @@ def main() -> int:
     result = {"command": "PYTHONPATH=src python3 bench/kernel_sweep.py " + " ".join(sys.argv[1:]),
               "machine": machine_facts("cuda", "float16"), "copy_gbps": round(copy, 1), "rows": []}
     t_end = time.perf_counter() + a.budget_s
-    for (C, H), M in itertools.product(((768, 12), (1600, 25)), [int(m) for m in a.rows.split(",")]):
+    rows = {int(m) for m in a.rows.split(",")}
+    for C, H, M in [o for o in ORDER if o[2] in rows]:
         d, L = shapes(C, H, M, 1025, dt), 1025
         for name, nbytes, fn in cases(d, C, H, M, L, 2):
+            if M >= 128 and name == "decode_attention":       # prefill rows: no decode attention
+                continue
             best, default = None, None
             for cfg in candidates(name, M):
-                if (time.perf_counter() > t_end or C != 768) and cfg is not None:   # sweep gpt2's widths
+                if time.perf_counter() > t_end and cfg is not None:
                     break
                 try:
                     us = bench(lambda: fn(cfg))

@@ -52,8 +52,9 @@ def format_table(result: dict) -> str:
                       f"{e.get('load_s', '-')} s, graphs ready {e.get('ready_s')} s)", *lines])
 
 
-KERNEL_CLASSES = ("gemv", "ln_linear", "_linear_kernel", "split_kv", "prefill_attention", "embed", "gemm", "flash",
-                  "sort", "softmax", "argmax", "reduce", "index", "copy", "elementwise")
+KERNEL_CLASSES = ("gemv", "_proj_kernel", "layer_norm", "_linear_kernel", "splitk_reduce", "split_kv", "combine",
+                  "prefill_attention", "greedy_update", "embed", "gemm", "flash", "sort", "softmax", "argmax", "reduce",
+                  "index", "copy", "elementwise")
 
 
 def _profiled(engine, ids, new_tokens: int):
