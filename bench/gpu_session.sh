@@ -53,8 +53,9 @@ for stage in "$@"; do
           --new-tokens 128 --repeats 2 --out "$OUT/generate_gpt2xl_fp16" ;;
     ab1) run ab_baseline 300 env PYTHONPATH=.baseline/src $BENCH --model random:gpt2 --systems dynashape \
           --batches 1,64 --prompt-lens 512 --new-tokens 128 --out "$OUT/ab_baseline_fastgen" ;;
-    profile) run profile_1 200 $BENCH --target engines/gpt2 --profile 1,512 --new-tokens 64
-             [ -n "${PROFILE_64:-}" ] && run profile_64 200 $BENCH --target engines/gpt2 --profile 64,512 --new-tokens 64 ;;
+    profile) run profile_1 200 $BENCH --target engines/gpt2 --profile 1,512 --new-tokens 64 --out "$OUT/gpt2_b1"
+             [ -n "${PROFILE_64:-}" ] && run profile_64 200 $BENCH --target engines/gpt2 --profile 64,512 \
+               --new-tokens 64 --out "$OUT/gpt2_b64" ;;
     aoti) run compile_aoti 400 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:8 --device cuda \
             --dtype float16 --backend aoti -o engines/gpt2-aoti --force ;;
     probe) run probe_load 450 python3 bench/gpu_probe_load.py --out "$OUT" --device cuda ;;
@@ -69,5 +70,5 @@ done
 cat "$OUT/stages.txt"
 # at most 8 files come back: the logs travel as one archive, the results (but the headline) as another
 (cd "$OUT" && tar czf logs.tgz *.log stages.txt && rm -f *.log stages.txt)
-(cd "$OUT" && ls *.json *.png 2>/dev/null | grep -v '^generate_gpt2_fp16\.' > keep.txt; \
+(cd "$OUT" && ls *.json *.png *.txt 2>/dev/null | grep -v '^generate_gpt2_fp16\.' > keep.txt; \
   [ -s keep.txt ] && tar czf results.tgz -T keep.txt && rm -f $(cat keep.txt); rm -f keep.txt)

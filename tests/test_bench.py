@@ -109,11 +109,27 @@ def test_main_reports_bad_input_in_one_line(capsys):
     assert "unknown dtype" in capsys.readouterr().err
 
 
-def test_profile_splits_the_prefill_from_the_decode_steps(engine_dir):
-    """On the CPU the profiler sees no device kernels; the report still has its prefill and decode lines."""
-    from dynashape.api import load
-    from dynashape.bench.report import profile_decode
-    text = profile_decode(load(str(engine_dir)), 2, 5, 4)
-    lines = text.splitlines()
+def test_profile_splits_the_prefill_from_the_decode_steps(engine_dir, tmp_path, capsys):
+    """On the CPU the profiler sees no device kernels; the report still has its prefill and decode lines,
+    printed and written beside the bench's other outputs with its command."""
+    out = tmp_path / "p"
+    assert main(["--target", str(engine_dir), "--device", "cpu", "--dtype", "float32", "--profile", "2,5",
+                 "--new-tokens", "4", "--out", str(out)]) == 0
+    text = (tmp_path / "p.profile.txt").read_text()
+    assert text.startswith("# python -m dynashape.bench --target ") and text.strip().endswith(
+        capsys.readouterr().out.strip().splitlines()[-1])
+    lines = text.splitlines()[1:]
     assert lines[0].startswith("profile batch 2 prompt 5 new 4: ttft ")
     assert lines[1].startswith("  prefill: 0 kernels") and lines[2].startswith("  decode: 0.0 kernels per step")
+
+
+def test_dynashape_bench_profile_from_the_cli(engine_dir, tmp_path, capsys):
+    from dynashape.cli.main import main as cli
+    out = tmp_path / "cli"
+    args = ["bench", str(engine_dir), "--device", "cpu", "--dtype", "float32", "--new-tokens", "3", "--out", str(out)]
+    assert cli(args + ["--profile", "1,4"]) == 0
+    assert (tmp_path / "cli.profile.txt").read_text().startswith("# dynashape bench ")
+    assert "profile batch 1 prompt 4 new 3" in capsys.readouterr().out
+    assert cli(args + ["--profile", "0,4"]) != 0
+    err = capsys.readouterr().err
+    assert "--profile needs BATCH,PROMPT" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

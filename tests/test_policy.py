@@ -59,7 +59,10 @@ def test_the_eager_backend_pads_nothing_and_compiled_backends_start_at_two():
 
 def test_fused_kernels_on_a_gpu_with_triton_for_the_eager_backend(triton_here):
     p = plan(device="cuda", backend="eager")
-    assert (p.runtime.kernels, p.runtime.attention) == ("fused", "kernel")
+    assert (p.runtime.kernels, p.runtime.attention, p.runtime.prefill) == ("fused", "kernel", "fused")
+    assert "prefill: the same fused kernels" in finding(p, "decode-kernels").message
+    assert plan(device="cuda", backend="eager", fused_prefill=False).runtime.prefill == "torch"
+    assert plan(device="cuda", backend="inductor").runtime.prefill == "torch"
     assert plan(device="cuda", backend="inductor").runtime.kernels == "torch"
     aoti = plan(device="cuda", backend="aoti")
     assert (aoti.runtime.kernels, aoti.runtime.attention) == ("torch", "matmul")   # a Python op cannot run in AOTI

@@ -7,7 +7,7 @@ import sys
 
 from ..errors import DynashapeError
 from .generate import BenchSettings, run_bench, write_results
-from .report import format_table, profile_decode
+from .report import format_table, write_profile
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--budget-s", type=float, default=d.budget_s)
     p.add_argument("--profile", type=_ints, default=None, metavar="BATCH,PROMPT",
-                   help="profile one dynashape request of this size instead of benchmarking")
+                   help="profile one dynashape request of this size instead of benchmarking (printed, and "
+                        "written to OUT.profile.txt)")
     a = p.parse_args(argv)
     text = " ".join(sys.argv[1:] if argv is None else argv)
     try:
@@ -35,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                           prompt_lens=a.prompt_lens, new_tokens=a.new_tokens, systems=a.systems, repeats=a.repeats,
                           budget_s=a.budget_s, out=a.out, command=f"python -m dynashape.bench {text}".strip())
         if a.profile:
-            from .setup import bench_setup
-
-            print(profile_decode(bench_setup(s)["engine"], a.profile[0], a.profile[1], s.new_tokens))
+            print(write_profile(s, *(list(a.profile) + [0, 0])[:2]))
             return 0
         result = run_bench(s, on_progress=lambda r: write_results(r, s.out + ".json"))
     except DynashapeError as e:

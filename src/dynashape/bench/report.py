@@ -103,3 +103,18 @@ def profile_decode(engine, batch: int, prompt_len: int, new_tokens: int, seed: i
     except Exception as e:  # the profiler's table keys moved between torch versions
         lines.append(f"  (no kernel table: {e})")
     return "\n".join(lines)
+
+
+def write_profile(settings, batch: int, prompt_len: int) -> str:
+    """``profile_decode`` of the settings' engine (loaded, or compiled in memory) -> OUT.profile.txt, with
+    its command on the first line; returns the text."""
+    from ..errors import GenerateError
+    from .results import write_text
+    from .setup import bench_setup
+
+    if batch < 1 or prompt_len < 1:
+        raise GenerateError(f"--profile needs BATCH,PROMPT of at least 1,1, got {batch},{prompt_len}.",
+                            "use e.g. --profile 1,512.")
+    text = profile_decode(bench_setup(settings)["engine"], batch, prompt_len, settings.new_tokens)
+    write_text(settings.out + ".profile.txt", f"# {settings.command}\n{text}\n")
+    return text

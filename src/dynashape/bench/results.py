@@ -22,6 +22,14 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
 
 
+def write_text(path: str, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
 def write_results(result: dict, json_path: str, png_path: str | None = None,
                   plot: Callable[[dict, str], None] | None = None) -> None:
     """The result as JSON, and ``plot(result, path)`` as a PNG when both a path and a plot are given."""

@@ -2,13 +2,11 @@
 per-backend prefill latency (``--backends``)."""
 from __future__ import annotations
 
-import sys
-
 from .output import int_list
 
 
 def run_bench_command(args) -> int:
-    argv = " ".join(sys.argv[1:]) or "bench"
+    argv = " ".join(args.argv) or "bench"
     if args.backends:
         from ..backends import resolve_device
         from ..bench import backends as bb
@@ -36,6 +34,12 @@ def run_bench_command(args) -> int:
         kw["systems"] = tuple(args.systems.split(","))
     s = BenchSettings(target=args.target, dtype=args.dtype or "float16", device=args.device or "auto", out=args.out,
                       command=f"dynashape {argv}", **kw)
+    if args.profile:
+        from ..bench.report import write_profile
+
+        batch, prompt = (int_list(args.profile, "--profile") + [0, 0])[:2]
+        print(write_profile(s, batch, prompt))
+        return 0
     result = run_bench(s, on_progress=lambda r: write_results(r, s.out + ".json"))
     write_results(result, s.out + ".json", s.out + ".png")
     print(format_table(result))

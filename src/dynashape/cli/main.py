@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", default=None, help="comma-separated sequence lengths (backend bench)")
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--systems", default=None, help="generation bench systems: dynashape,hf_eager,hf_static_compile")
+    p.add_argument("--profile", default=None, metavar="BATCH,PROMPT", help="instead of the bench: where one "
+                   "request of this size spends its time (prefill, then kernels per decode step), to OUT.profile.txt")
     p.add_argument("--out", default="bench/results/bench", help="path prefix for the .json and .png")
 
     from .serve_args import add_serve_parser
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)       # the command line, for results to name it
     if args.version:
         from .. import __version__
 
