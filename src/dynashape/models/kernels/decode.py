@@ -37,17 +37,20 @@ def fused_decode_greedy(model, rows, tok_state, pos_state, last_pos: int, k, v, 
     greedy_update(logits, model.config.vocab_size, rows, pos, tok_state, pos_state, out, pdl=pdl)
 
 
-def _layers(model, x, pos, slots, k, v, pdl: bool) -> torch.Tensor:
+def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:
+    """The decoder layers over rows x (M, C) at positions pos (M,) of cache rows slots (M,), in place.
+    ``attend(q, layer)``: the attention (default: decode_attention, one query per row)."""
     cfg = model.config
     eps, H = cfg.layer_norm_epsilon, cfg.n_head
     for i, block in enumerate(model.h):
         a, mlp = block.attn, block.mlp
         q = qkv_to_cache(x, block.ln_1.weight, block.ln_1.bias, eps, a.c_attn.weight, a.c_attn.bias,
-                         k[i], v[i], slots, pos, H, pdl=pdl)                     # (B, C); k, v written
-        o = decode_attention(q, k[i], v[i], slots, pos, H, a.scale, pdl=pdl)     # (B, C)
+                         k[i], v[i], slots, pos, H, pdl=pdl)                     # (M, C); k, v written
+        o = (attend(q, i) if attend is not None
+             else decode_attention(q, k[i], v[i], slots, pos, H, a.scale, pdl=pdl))   # (M, C)
         linear_residual(o, a.c_proj.weight, a.c_proj.bias, x, out=x, pdl=pdl)    # x += o @ Wo.T + bo
         h = ln_linear(x, block.ln_2.weight, block.ln_2.bias, eps, mlp.c_fc.weight, mlp.c_fc.bias,
-                      act="gelu_tanh", pdl=pdl)                                  # (B, 4C)
+                      act="gelu_tanh", pdl=pdl)                                  # (M, 4C)
         linear_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, out=x, pdl=pdl)
     return x
 
@@ -61,19 +64,12 @@ def _head(model, x, pdl: bool) -> torch.Tensor:
 def fused_prefill(model, idx, last, slots, k, v) -> torch.Tensor:
     """Right-padded prompts idx (B, T), last real index (B,), cache slots (B,) -> logits (B, V); writes
     positions 0..T-1 of each slot (as ``GPT2.prefill``)."""
-    cfg = model.config
     B, T = idx.shape
-    eps, H, dev = cfg.layer_norm_epsilon, cfg.n_head, idx.device
+    H, dev = model.config.n_head, idx.device
     pos = torch.arange(T, device=dev).repeat(B)                                  # (B*T,) row (b, t) -> t
     rows = slots.repeat_interleave(T)                                            # (B*T,) -> its slot
     x = embed(idx.reshape(-1), pos, model.wte.weight, model.wpe.weight)          # (B*T, C)
-    for i, block in enumerate(model.h):
-        a, mlp = block.attn, block.mlp
-        q = qkv_to_cache(x, block.ln_1.weight, block.ln_1.bias, eps, a.c_attn.weight, a.c_attn.bias,
-                         k[i], v[i], rows, pos, H)                               # k, v of all B*T written
-        o = prefill_attention(q, k[i], v[i], slots, T, H, a.scale)
-        linear_residual(o, a.c_proj.weight, a.c_proj.bias, x, out=x)
-        h = ln_linear(x, block.ln_2.weight, block.ln_2.bias, eps, mlp.c_fc.weight, mlp.c_fc.bias, act="gelu_tanh")
-        linear_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, out=x)
+    x = _layers(model, x, pos, rows, k, v, False,        # the QKV kernel writes k, v of all B*T rows first
+                attend=lambda q, i: prefill_attention(q, k[i], v[i], slots, T, H, model.h[i].attn.scale))
     x = x.view(B, T, -1)[torch.arange(B, device=dev), last]                     # (B, C): the last real tokens
     return _head(model, x, False)
