@@ -474,3 +474,13 @@ def test_verify_bad_sizes(capsys, engine_dir, flags, needle):
     if "65" in flags:
         assert "--seq 1:65" in line  # the rebuild command holds the asked size
     assert "max|err|" not in out  # refused before any comparison ran
+
+
+def test_compile_json_says_how_it_was_made(capsys, tmp_path):
+    """The JSON of `compile --json` is a result: it names the command that made it."""
+    out_dir = tmp_path / "eng"
+    rc, out, err = run_main(capsys, "compile", "random:tiny", *ENGINE_ARGS, "-o", out_dir, "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["command"] == "dynashape compile random:tiny " + " ".join(ENGINE_ARGS) + f" -o {out_dir} --json"
+    assert data["engine"] == str(out_dir) and data["reload_s"] > 0

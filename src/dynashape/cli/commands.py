@@ -4,6 +4,7 @@ Kept apart from ``main.py`` so that parsing stays thin and the library stays fre
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 
@@ -147,7 +148,7 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     loaded = Engine.load(args.out)
     reload_s = time.perf_counter() - t0
-    result = {"engine": args.out, "backend": engine.backend, "device": engine.settings.device, "dtype": plan.dtype,
+    result = {"command": "dynashape " + shlex.join(args.argv), "engine": args.out, "backend": engine.backend, "device": engine.settings.device, "dtype": plan.dtype,
               "serves": {"seq": plan.serve["seq"].text(), "batch": plan.serve["batch"].text()},
               "graphs": list(plan.graphs), "steps": {w: round(s, 3) for w, s in progress.steps},
               "reload_s": round(reload_s, 3), "load_s": loaded.meta.get("load_s")}
