@@ -90,6 +90,17 @@ def check_greedy_update():
     assert tok_state.tolist() == [0, 0, 8999, 0, 100] and pos_state.tolist() == [1, 0, 31, 0, 8]
 
 
+def torch_greedy_step(model):
+    """The runtime's generic greedy step (runtime/graphs.py) on the torch ops: the reference."""
+    def step(rows, tok_state, pos_state, last_pos, k, v, out):
+        pos = pos_state[rows].clamp(max=last_pos)
+        nxt = model.decode(tok_state[rows], pos, rows, k, v).argmax(-1)
+        out.copy_(nxt)
+        tok_state[rows] = nxt
+        pos_state[rows] = pos + 1
+    return step
+
+
 def check_fused_greedy_step(dtype):
     """Greedy steps on the fused kernels against the torch decode + argmax: tokens, slot state, cache;
     a padding row on the scratch slot, and a row held at last_pos."""
@@ -110,7 +121,7 @@ def check_fused_greedy_step(dtype):
             outs = []
             for _ in range(4):
                 out = torch.zeros(4, dtype=torch.long)
-                m.decode_greedy(rows, tok, pos, 20, k, v, out)
+                (m.decode_greedy if m.kernels == "fused" else torch_greedy_step(m))(rows, tok, pos, 20, k, v, out)
                 outs.append(out[:3].tolist())
             states.append((outs, tok[:5].tolist(), pos[:5].tolist()))
     assert states[1] == states[0], f"fused {states[1]} != torch {states[0]}"

@@ -68,14 +68,14 @@ def test_two_replicas_behind_ray_proxy(engine_dir):
             raw = client.completions.with_raw_response.create(model="tiny", prompt=p, max_tokens=6, temperature=0,
                                                               extra_body={"ignore_eos": True})
             replicas.add(raw.headers["x-dynashape-replica"])
-            assert raw.parse().choices[0].token_ids == offline.generate([p], 6)[0]
+            assert raw.parse().choices[0].token_ids == offline.generate([p], 6, ignore_eos=True)[0]
             if len(replicas) == 2 and i >= 3:
                 break
         assert len(replicas) == 2, replicas
 
         chunks = list(client.completions.create(model="tiny", prompt=prompts[1], max_tokens=10, temperature=0,
                                                 stream=True, extra_body={"ignore_eos": True}))
-        assert sum((c.choices[0].token_ids for c in chunks), []) == offline.generate([prompts[1]], 10)[0]
+        assert sum((c.choices[0].token_ids for c in chunks), []) == offline.generate([prompts[1]], 10, ignore_eos=True)[0]
         assert chunks[-1].choices[0].finish_reason == "length"
         with pytest.raises(openai.BadRequestError) as ei:
             client.completions.create(model="tiny", prompt=list(range(60)), max_tokens=10)

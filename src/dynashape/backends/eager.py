@@ -27,9 +27,12 @@ class Runners(dict):
 
 
 def _bind(model) -> Runners:
-    """decode_greedy: the greedy step with its state updates (two kernels on the fused path); the runtime
-    uses it for greedy steps where a backend offers it."""
-    return Runners(prefill=model.prefill, decode=model.decode, decode_greedy=model.decode_greedy)
+    """On the fused kernels also decode_greedy: the greedy step with its state updates in two kernels
+    (the runtime uses it for greedy steps where a backend offers it; the model is configured by now)."""
+    runners = Runners(prefill=model.prefill, decode=model.decode)
+    if model.kernels == "fused":
+        runners["decode_greedy"] = model.decode_greedy
+    return runners
 
 
 def build(plan, settings, model=None, program=None, hf_model=None) -> Runners:

@@ -14,7 +14,6 @@ tensors' shapes and dtypes, not on a module object that cannot be serialised.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ import torch
 
 from ..errors import BackendError, EngineError
 from ..graphs import GENERATION_GRAPHS, generation_examples, graph_dims
-from .sidecar import REBUILD, copy_missing
+from .sidecar import REBUILD, copy_missing, kept_env
 
 NAME = "inductor"
 KIND = "generation"
@@ -41,19 +40,6 @@ def _require_aot() -> None:
         raise BackendError(f"torch {torch.__version__} has no ahead-of-time precompile "
                            "(torch.compiler.load_compiled_function).",
                            "use --backend eager or aoti, or torch 2.10 or newer.")
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 def _bind(model, compiled: dict) -> Runners:
@@ -73,7 +59,8 @@ def build(plan, settings, model=None, program=None, hf_model=None) -> Runners:
     flags = {"specialize_float": True}
     if hasattr(torch._dynamo.config, "enable_aot_compile"):
         flags["enable_aot_compile"] = True
-    with _env("TORCHINDUCTOR_CACHE_DIR", cache), torch._dynamo.config.patch(**flags), torch.no_grad():
+    with kept_env("TORCHINDUCTOR_CACHE_DIR"), torch._dynamo.config.patch(**flags), torch.no_grad():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         for name, fn in GENERATION_GRAPHS.items():
             args = examples[name]
             for t, dims in zip(args, graph_dims(plan, name)):

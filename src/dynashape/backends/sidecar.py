@@ -1,12 +1,15 @@
 """What the backends share. Sidecars: a small JSON file beside a deployable artifact saying what it
 was built for (the plan's fingerprint, the torch version, the device type), so a load can refuse an
 artifact that does not match its engine's plan instead of failing deep inside a runtime (aoti, onnx,
-tensorrt). ``copy_missing``: a carried compile cache into this process's cache (eager, inductor).
+tensorrt). ``copy_missing``: a carried compile cache into this process's cache (eager, inductor);
+``kept_env``: environment variables a build sets for its compile caches, restored after it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -72,3 +75,17 @@ def copy_missing(src: Path, dst: Path) -> None:
         if f.is_file() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, target)
+
+
+@contextlib.contextmanager
+def kept_env(*names: str):
+    """Restore environment variables a backend's build sets for its compile caches."""
+    old = {n: os.environ.get(n) for n in names}
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v

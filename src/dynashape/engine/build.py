@@ -5,7 +5,6 @@ planned CUDA graph captured once, so a kernel the engine will need is compiled h
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import torch
@@ -70,17 +69,3 @@ def warm_up(engine, progress=None) -> float:
                               "report this as a dynashape bug; use --backend eager meanwhile.")
         gen.generate([[1]] * n, min(2, gen.max_len - 1), ignore_eos=True)
     return round(time.perf_counter() - t0, 3)
-
-
-@contextlib.contextmanager
-def kept_env(*names: str):
-    """Restore environment variables a backend's build sets for its compile caches."""
-    old = {n: os.environ.get(n) for n in names}
-    try:
-        yield
-    finally:
-        for n, v in old.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v

@@ -213,7 +213,8 @@ def _load_tokenizer(directory: Path):
 def build_engine(loaded, plan: ShapePlan, settings: CompileSettings, out: str | Path | None = None,
                  progress=None) -> Engine:
     """Build ``plan``'s graphs from ``loaded`` (a LoadedModel) with the chosen backend."""
-    from .build import build_runners, kept_env, warm_up
+    from ..backends.sidecar import kept_env
+    from .build import build_runners, warm_up
 
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineError("--device cuda was asked for, and this machine has no GPU.", "use --device cpu.")

@@ -16,25 +16,17 @@ from ..errors import ModelError
 class Family:
     name: str                                     # Hugging Face model_type
     Config: Any                                   # dataclass with from_hf(hf_config), to_json(), fields as JSON
-    Model: Any                                    # nn.Module class with from_state(cfg, state, dtype, device)
-    state_from_hf: Callable[[Any, dict], dict]    # HF state dict -> ours
+    Model: Any                                    # nn.Module class: from_hf(hf_model), from_state(cfg, state, ...)
     state_to_hf: Callable[[Any, dict], dict]      # ours -> HF state dict (for the eager reference)
-    cache_shape: Callable[[Any, int, int], tuple]  # (cfg, n_slots, max_len) -> keys/values shape
 
     def config_from_json(self, data: dict):
         return self.Config(**data)
-
-    def limits(self, cfg) -> dict:
-        """The facts the planner reads."""
-        return {"n_positions": cfg.n_positions, "vocab_size": cfg.vocab_size, "n_layer": cfg.n_layer,
-                "n_head": cfg.n_head, "n_embd": cfg.n_embd, "head_dim": cfg.head_dim}
 
 
 def _gpt2() -> Family:
     from . import gpt2
 
-    return Family("gpt2", gpt2.GPT2Config, gpt2.GPT2, gpt2.load_hf_state_dict, gpt2.to_hf_state_dict,
-                  gpt2.cache_shape)
+    return Family("gpt2", gpt2.GPT2Config, gpt2.GPT2, gpt2.to_hf_state_dict)
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {"gpt2": _gpt2}

@@ -281,19 +281,16 @@ class GPT2(nn.Module):
         return self._logits(self.ln_f(x[:, 0]))
 
     def decode_greedy(self, rows, tok_state, pos_state, last_pos: int, k, v, out) -> None:
-        """One greedy step in place for batch rows naming cache slots ``rows`` (B,): each row feeds
-        ``tok_state[slot]`` at position ``min(pos_state[slot], last_pos)``; its argmax goes to ``out`` (B,)
-        and ``tok_state[slot]``, and ``pos_state[slot]`` moves one on. The same as ``decode`` plus the
-        runtime's greedy choice; on the fused kernels it is two launches instead of ~10 ops."""
-        if self.kernels == "fused":
-            from .kernels.decode import fused_decode_greedy
+        """Fused kernels only: one greedy step in place for batch rows naming cache slots ``rows`` (B,):
+        each row feeds ``tok_state[slot]`` at position ``min(pos_state[slot], last_pos)``; its argmax goes
+        to ``out`` (B,) and ``tok_state[slot]``, and ``pos_state[slot]`` moves one on. The runtime's
+        greedy step (``runtime/graphs.py``) in two launches instead of ~10 ops."""
+        if self.kernels != "fused":
+            raise ModelError("decode_greedy runs on the fused kernels only.", "configure(kernels='fused'), or "
+                             "decode and take the argmax.")
+        from .kernels.decode import fused_decode_greedy
 
-            return fused_decode_greedy(self, rows, tok_state, pos_state, last_pos, k, v, out)
-        pos = pos_state[rows].clamp(max=last_pos)
-        nxt = self.decode(tok_state[rows], pos, rows, k, v).argmax(-1)
-        out.copy_(nxt)
-        tok_state[rows] = nxt
-        pos_state[rows] = pos + 1
+        fused_decode_greedy(self, rows, tok_state, pos_state, last_pos, k, v, out)
 
     # ---- weights -----------------------------------------------------------------------------
     @classmethod

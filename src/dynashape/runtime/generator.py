@@ -34,10 +34,6 @@ from .streaming import Clock
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
 class Generator:
     """Generates with one engine; owns its KV cache, slots and captured graphs."""
 
@@ -58,7 +54,8 @@ class Generator:
         self.active: list[Request] = []
         self.pending: deque = deque()                    # launched work whose tokens are not delivered yet
         self.clock = None
-        self.setup_s = self.graphs.capture_decode() if capture else 0.0
+        if capture:
+            self.graphs.capture_decode()
 
     # ---- checks --------------------------------------------------------------------------------
     def _oom(self) -> GenerateError:
@@ -172,8 +169,7 @@ class Generator:
         eos = None if ignore_eos else (self.plan.model.get("eos_token_id") if eos_token_id is None else eos_token_id)
         sampling = sampling or SamplingSettings()
         reqs = [Request(list(p) if isinstance(p, (list, tuple)) else p, max_new_tokens, sampling, eos) for p in prompts]
-        for i, r in enumerate(reqs):
-            r.prompt = self.check(r.prompt, max_new_tokens, i)
+        for i, r in enumerate(reqs):              # prompts are checked by admit, before any device work
             if on_token is not None:
                 r.on_token = (lambda row: lambda req, tok: on_token(row, tok))(i)
         self.clock = Clock(self.device)

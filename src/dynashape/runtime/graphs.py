@@ -9,7 +9,6 @@ compilation, autotuning and library workspaces stay out of the graph and no requ
 """
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import torch
@@ -31,7 +30,6 @@ class GraphSet:
         self.pool = torch.cuda.graph_pool_handle() if self.cuda else None
         self.entries: dict[tuple, SimpleNamespace] = {}
         self.scratch = self.policy.scratch_slot
-        self.captured = 0
 
     # ---- sizes -----------------------------------------------------------------------------------
     def batch_size(self, n: int) -> int:
@@ -64,7 +62,7 @@ class GraphSet:
             for i in range(n):
                 pos = st.pos[rows].clamp(max=last_pos)
                 logits = self.decode_fn(st.tok[rows], pos, rows, gen.k, gen.v)     # (B, V)
-                nxt = choose(logits, mode, *st.sampling(rows), pos + 1)
+                nxt = self._pick(logits, mode, rows, pos + 1)
                 e.out[i].copy_(nxt)
                 st.tok[rows] = nxt
                 st.pos[rows] = pos + 1
@@ -77,11 +75,17 @@ class GraphSet:
             st.top_k[e.rows], st.seed[e.rows] = e.top_k, e.seed                   # the rows' sampling settings
             st.temperature[e.rows], st.top_p[e.rows] = e.floats[0], e.floats[1]
             logits = self.prefill_fn(e.idx, e.last, e.rows, gen.k, gen.v)          # (B, V)
-            first = choose(logits, mode, *st.sampling(e.rows), e.last + 1)
+            first = self._pick(logits, mode, e.rows, e.last + 1)
             e.out.copy_(first)
             st.tok[e.rows] = first
             st.pos[e.rows] = e.last + 1
         return body
+
+    def _pick(self, logits, mode: str, rows, position) -> torch.Tensor:
+        """The next tokens; greedy needs no sampling settings (no gathers of them in the graph)."""
+        if mode == "greedy":
+            return logits.argmax(-1)
+        return choose(logits, mode, *self.gen.state.sampling(rows), position)
 
     @torch.no_grad()      # compiled graphs guard on grad mode: every run and capture is inference
     def _entry(self, key: tuple) -> SimpleNamespace:
@@ -116,20 +120,17 @@ class GraphSet:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             body()
-        self.captured += 1
         e.graph = graph
         return graph.replay
 
-    def capture_decode(self) -> float:
+    def capture_decode(self) -> None:
         """Capture the greedy decode chunks of every planned batch size (single steps, for the ends of
         budgets, and sampling graphs are captured on first use: a few milliseconds each)."""
         if not self.cuda:
-            return 0.0
-        t0 = time.perf_counter()
+            return
         for B in sorted({self.batch_size(b) for b in self.policy.cuda_graph_batches}):
             self._entry(("decode", B, self.policy.steps_per_graph, "greedy"))
         torch.cuda.synchronize()
-        return time.perf_counter() - t0
 
     # ---- runs ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import _pow2
-from .linear import _jit, _residual_epilogue, _store_qkv, tl
-
-try:
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:                          # no Triton, or one without grid dependency control
-    gdc_launch_dependents = gdc_wait = None
+from .config import _cdiv, _pow2
+from .linear import (_cache_args, _jit, _pdl, _residual_epilogue, _store_qkv, gdc_launch_dependents, gdc_wait,
+                     tl)
 
 STORE, TO_CACHE, RESIDUAL, PARTIAL = 0, 1, 2, 3
 
@@ -79,14 +75,11 @@ def launch_gemv(x, w, y, cfg, mode: int, *, ln=None, eps=0.0, b=None, act=0, res
                 split: int = 1, pdl: bool = False) -> None:
     """One row x (1, K) against w (N, K) -> y. ln: (ln_w, ln_b) or None; cache: (k, v, slots, pos, C, D)."""
     K, N = x.shape[1], w.shape[0]
-    chunk = -(-K // split)
-    kc, vc, slots, pos, C, D = cache if cache is not None else (y, y, y, y, 0, 1)
-    L = kc.shape[2] if cache is not None else 0
-    strides = (*kc.stride()[:3], *vc.stride()[:3]) if cache is not None else (0,) * 6
+    chunk = _cdiv(K, split)
+    kc, vc, slots, pos, C, D, L, strides = _cache_args(cache, y)
     ln_w, ln_b = ln if ln is not None else (w, w)
-    extra = {"launch_pdl": True} if pdl else {}
-    _gemv_kernel[(-(-N // cfg.block_n), split)](
+    _gemv_kernel[(_cdiv(N, cfg.block_n), split)](
         x, ln_w, ln_b, w, b if b is not None else w, y, residual if residual is not None else y,
         kc, vc, slots, pos, N, L, float(eps), *strides,
         K=K, KP=_pow2(chunk), KCH=chunk, C=C, D=D, HAS_LN=ln is not None, HAS_BIAS=b is not None, ACT=act,
-        MODE=mode, BLOCK_N=cfg.block_n, USE_PDL=pdl, num_warps=cfg.num_warps, **extra)
+        MODE=mode, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))

@@ -16,30 +16,10 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 
 import torch
 
-from .config import _cdiv, _pow2
-from .linear import _jit, _pdl, check, gdc_launch_dependents, gdc_wait, require_triton, tl
+from .config import _cdiv, _pow2, default_config
+from .linear import _embed_kernel, _jit, _pdl, check, gdc_launch_dependents, gdc_wait, require_triton, tl
 
 CHUNK = 4096                        # logits per unrolled step of greedy_update
-
-
-@_jit
-def _gather_embed_kernel(Rows, TokS, PosS, PosOut, Wte, Wpe, Y, last_pos, C, s_te, s_pe, sym,
-                         BLOCK_C: tl.constexpr, USE_PDL: tl.constexpr):
-    """Program (row, column block)."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
-    m = tl.program_id(0)
-    slot = tl.load(Rows + m).to(tl.int64)
-    tok = tl.load(TokS + slot).to(tl.int64)
-    pos = tl.minimum(tl.load(PosS + slot).to(tl.int64), last_pos)
-    if tl.program_id(1) == 0:
-        tl.store(PosOut + m, pos)
-    rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    ok = rc < C
-    e = tl.load(Wte + tok * s_te + rc, mask=ok, other=0.0).to(tl.float32)
-    e += tl.load(Wpe + pos * s_pe + rc, mask=ok, other=0.0).to(tl.float32)
-    tl.store(Y + m * sym + rc, e.to(Y.dtype.element_ty), mask=ok)
 
 
 @_jit
@@ -69,16 +49,17 @@ def _greedy_update_kernel(Logits, Rows, Pos, TokS, PosS, Out, V, sl,
 
 
 def gather_embed(rows, tok_state, pos_state, last_pos: int, wte, wpe, pos_out, pdl=False) -> torch.Tensor:
-    """x (M, C) = wte[tok_state[rows]] + wpe[min(pos_state[rows], last_pos)]; the positions -> pos_out (M,)."""
+    """x (M, C) = wte[tok_state[rows]] + wpe[min(pos_state[rows], last_pos)]; the positions -> pos_out (M,)
+    (linear.py's embedding kernel with GATHER)."""
     M, C = rows.shape[0], wte.shape[1]
     check(pos_out.shape == (M,) and tok_state.dim() == 1 and pos_state.shape == tok_state.shape,
           "rows and pos_out must be (M,), tok_state and pos_state (n_slots,)")
     require_triton(rows, tok_state, pos_state, wte, wpe, pos_out)
     y = wte.new_empty(M, C)
-    block = min(1024, _pow2(C))
-    _gather_embed_kernel[(M, _cdiv(C, block))](rows, tok_state, pos_state, pos_out, wte, wpe, y, int(last_pos), C,
-                                               wte.stride(0), wpe.stride(0), y.stride(0), BLOCK_C=block,
-                                               num_warps=4, **_pdl(pdl))
+    cfg = default_config("embed", M, C, 0)
+    _embed_kernel[(M, _cdiv(C, cfg.block_n))](tok_state, pos_state, rows, pos_out, wte, wpe, y, int(last_pos), C,
+                                              wte.stride(0), wpe.stride(0), y.stride(0), BLOCK_C=cfg.block_n,
+                                              GATHER=True, num_warps=cfg.num_warps, **_pdl(pdl))
     return y
 
 

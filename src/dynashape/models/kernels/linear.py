@@ -218,16 +218,25 @@ def _splitk_reduce_kernel(P, Bias, R, Y, M, N, srm, sym, SPLIT_K: tl.constexpr, 
 
 
 @_jit
-def _embed_kernel(Tok, Pos, Wte, Wpe, Y, C, s_te, s_pe, sym, BLOCK_C: tl.constexpr, USE_PDL: tl.constexpr):
-    """Program (row, column block): wte[tok] + wpe[pos] in fp32, one rounding."""
+def _embed_kernel(Tok, Pos, Rows, PosOut, Wte, Wpe, Y, last_pos, C, s_te, s_pe, sym, BLOCK_C: tl.constexpr,
+                  GATHER: tl.constexpr, USE_PDL: tl.constexpr):
+    """Program (row, column block): wte[tok] + wpe[pos] in fp32, one rounding. GATHER (greedy.py): row m's
+    token and position are Tok[Rows[m]] and min(Pos[Rows[m]], last_pos), the position also to PosOut[m]."""
     if USE_PDL:
         gdc_launch_dependents()
         gdc_wait()
     m = tl.program_id(0)
     rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = rc < C
-    tok = tl.load(Tok + m).to(tl.int64)
-    pos = tl.load(Pos + m).to(tl.int64)
+    if GATHER:
+        slot = tl.load(Rows + m).to(tl.int64)
+        tok = tl.load(Tok + slot).to(tl.int64)
+        pos = tl.minimum(tl.load(Pos + slot).to(tl.int64), last_pos)
+        if tl.program_id(1) == 0:
+            tl.store(PosOut + m, pos)
+    else:
+        tok = tl.load(Tok + m).to(tl.int64)
+        pos = tl.load(Pos + m).to(tl.int64)
     e = tl.load(Wte + tok * s_te + rc, mask=ok, other=0.0).to(tl.float32)
     e += tl.load(Wpe + pos * s_pe + rc, mask=ok, other=0.0).to(tl.float32)
     tl.store(Y + m * sym + rc, e.to(Y.dtype.element_ty), mask=ok)
@@ -241,6 +250,14 @@ def _dot_prec(w: torch.Tensor) -> str:
 def _pdl(pdl: bool) -> dict:
     """Launch options and the kernels' flag for programmatic dependent launch (gemv.py)."""
     return {"USE_PDL": True, "launch_pdl": True} if pdl else {"USE_PDL": False}
+
+
+def _cache_args(cache, y) -> tuple:
+    """The TO_CACHE epilogue's arguments: (k, v, slots, pos, C, D, L, six strides); placeholders without a cache."""
+    if cache is None:
+        return y, y, y, y, 0, 1, 0, (0,) * 6
+    kc, vc = cache[0], cache[1]
+    return (*cache, kc.shape[2], (*kc.stride()[:3], *vc.stride()[:3]))
 
 
 def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, pdl=False) -> None:
@@ -257,9 +274,7 @@ def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, pdl=F
     _layer_norm_kernel[(_cdiv(M, rows),)](x, ln_w, ln_b, xn, M, float(eps), x.stride(0), xn.stride(0),
                                           K=K, KP=KP, BLOCK_M=rows, num_warps=4, **_pdl(pdl))
     N = w.shape[0]
-    kc, vc, slots, pos, C, D = cache if cache is not None else (y, y, y, y, 0, 1)
-    L = kc.shape[2] if cache is not None else 0
-    strides = (*kc.stride()[:3], *vc.stride()[:3]) if cache is not None else (0,) * 6
+    kc, vc, slots, pos, C, D, L, strides = _cache_args(cache, y)
     grid = (_cdiv(N, cfg.block_n), _cdiv(M, cfg.block_m))
     _proj_kernel[grid](
         xn, w, b if b is not None else w, y, kc, vc, slots, pos, M, N, L, xn.stride(0), y.stride(0), *strides,
@@ -309,9 +324,6 @@ def linear_residual(h, w, b, residual, out=None, config=None, pdl=False) -> torc
     y = out if out is not None else torch.empty_like(residual)
     check(y.shape == (M, N) and y.stride(1) == 1, f"out must be ({M}, {N}) with a contiguous last dim")
     cfg = as_config(config, default_config("linear_residual", M, N, K))
-    chunk = _cdiv(_cdiv(K, cfg.split), cfg.block_k) * cfg.block_k              # K per split, whole steps
-    split = _cdiv(K, chunk)
-    part = torch.empty(split, M, N, dtype=torch.float32, device=h.device) if split > 1 else y
     bias = b if b is not None else w
     if M == 1 and not cfg.use_dot:                        # one row: weights fetched before the wait
         from .gemv import PARTIAL, RESIDUAL, launch_gemv
@@ -320,6 +332,9 @@ def linear_residual(h, w, b, residual, out=None, config=None, pdl=False) -> torc
         launch_gemv(h, w, part, cfg, PARTIAL if split > 1 else RESIDUAL, b=b, residual=residual, split=split,
                     pdl=pdl)
     else:
+        chunk = _cdiv(_cdiv(K, cfg.split), cfg.block_k) * cfg.block_k          # K per split, whole steps
+        split = _cdiv(K, chunk)
+        part = torch.empty(split, M, N, dtype=torch.float32, device=h.device) if split > 1 else y
         grid = (_cdiv(N, cfg.block_n), split, _cdiv(M, cfg.block_m))
         _linear_kernel[grid](h, w, bias, residual, y, part, M, N, h.stride(0), residual.stride(0), y.stride(0),
                              K=K, K_CHUNK=chunk, HAS_BIAS=b is not None, SPLIT=split > 1,
@@ -345,6 +360,7 @@ def embed(tok, pos, wte, wpe, out=None, config=None, pdl=False) -> torch.Tensor:
     require_triton(tok, pos, wte, wpe)
     y = out if out is not None else wte.new_empty(M, C)
     cfg = as_config(config, default_config("embed", M, C, 0))
-    _embed_kernel[(M, _cdiv(C, cfg.block_n))](tok, pos, wte, wpe, y, C, wte.stride(0), wpe.stride(0), y.stride(0),
-                                              BLOCK_C=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))
+    _embed_kernel[(M, _cdiv(C, cfg.block_n))](tok, pos, tok, tok, wte, wpe, y, 0, C, wte.stride(0), wpe.stride(0),
+                                              y.stride(0), BLOCK_C=cfg.block_n, GATHER=False,
+                                              num_warps=cfg.num_warps, **_pdl(pdl))
     return y
