@@ -106,9 +106,17 @@ def test_main_compiles_a_model_in_memory_writes_json_png_and_prints_the_table(tm
     assert "dynashape" in capsys.readouterr().out
 
 
-def test_main_reports_bad_input_in_one_line(capsys):
+def test_main_reports_bad_input_in_one_line(capsys, tmp_path):
     assert main(["--target", "random:tiny", "--device", "cpu", "--dtype", "float8"]) == 2
     assert "unknown dtype" in capsys.readouterr().err
+    out = str(tmp_path / "b")
+    for argv in (["--batches", ","], ["--new-tokens", "0"], ["--prompt-lens", "0"]):
+        assert main(["--target", "random:tiny", "--device", "cpu", "--out", out, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: bench sizes must be") and len(err.strip().splitlines()) == 1
+    from dynashape.cli.main import main as cli                  # `dynashape bench`: 0 new tokens is refused too
+    assert cli(["bench", "random:tiny", "--device", "cpu", "--new-tokens", "0", "--out", out]) == 2
+    assert "new tokens >= 2" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
 
 def test_profile_splits_the_prefill_from_the_decode_steps(engine_dir, tmp_path, capsys):

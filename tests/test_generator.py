@@ -198,7 +198,7 @@ def test_bad_requests_raise_generate_error_with_a_fix(engine, prompts, new, matc
     assert not engine.generator.busy                          # nothing was half-run
 
 
-# ---- on the GPU (run on the GPU machine: bench/gpu_session2.sh) -----------------------------------
+# ---- on the GPU (run on the GPU machine: bench/gpu_session.sh gputests) --------------------------------
 
 @pytest.mark.gpu
 @needs_gpu

@@ -31,6 +31,16 @@ def test_whole_range_without_compiling_after_the_build(tiny, monkeypatch):
     assert calls == [] and counters["frames"]["total"] == frames       # not one compile anywhere in the range
 
 
+def test_the_default_batch_of_one_compiles_and_matches_eager(tiny):
+    """--batch 1 (the CLI default) with inductor: the static batch 1 is built as 2 and padded; it used to
+    fail the precompiled graph's guards at the first call."""
+    engine = api.compile("random:tiny", seq="1:16", batch="1", backend="inductor", loaded=tiny)
+    assert engine.plan.graph["batch"].min == engine.plan.graph["batch"].max == 2
+    eager = api.compile("random:tiny", seq="1:16", batch="1", backend="eager", loaded=tiny)
+    prompt = [[5, 17, 300, 2]]
+    assert engine.generate(prompt, 8, ignore_eos=True) == eager.generate(prompt, 8, ignore_eos=True)
+
+
 def test_plain_mark_dynamic_from_one_is_the_trap_we_avoid(tiny):
     """Raw torch.compile with mark_dynamic(min=1): size 1 is outside the traced graph (0/1 specialisation)."""
     torch._dynamo.reset()

@@ -170,6 +170,7 @@ def test_unknown_model_is_404(client):
     (b'{"model": "tiny", "prompt": [1.5]}', "prompt must be a string, a list of strings"),
     (b'{"model": "tiny", "prompt": {"a": 1}}', "prompt must be a string"),
     (b'{"model": "tiny", "prompt": [1], "stop_token_ids": [5000]}', "outside the vocabulary"),
+    (b'{"model": "tiny", "prompt": [1], "top_k": 9223372036854775808}', "top_k: Input should be less than"),
 ])
 def test_malformed_bodies_are_400(server, body, needle):
     status, headers, data = post(server.url, body)

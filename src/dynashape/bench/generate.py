@@ -49,7 +49,7 @@ class BenchSettings:
         unknown = [s for s in self.systems if s not in SYSTEMS]
         if unknown:
             raise GenerateError(f"unknown bench system {unknown[0]!r}.", "use systems from: " + ", ".join(SYSTEMS) + ".")
-        if self.new_tokens < 2 or min(self.batches) < 1 or min(self.prompt_lens) < 1:
+        if self.new_tokens < 2 or min(self.batches, default=0) < 1 or min(self.prompt_lens, default=0) < 1:
             raise GenerateError("bench sizes must be batch >= 1, prompt >= 1 and new tokens >= 2.",
                                 "use e.g. --batches 1,8,64 --prompt-lens 7,128,512 --new-tokens 128.")
 

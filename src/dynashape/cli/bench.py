@@ -28,7 +28,7 @@ def run_bench_command(args) -> int:
         values = int_list(getattr(args, key), flag)
         if values:
             kw[key] = tuple(values)
-    if args.new_tokens:
+    if args.new_tokens is not None:
         kw["new_tokens"] = args.new_tokens
     if args.systems:
         kw["systems"] = tuple(args.systems.split(","))

@@ -140,7 +140,8 @@ def cmd_compile(args) -> int:
     progress = Progress(quiet=args.json)
     kw = plan_kwargs(args)
     engine = api.compile(**kw, out=args.out, force=args.force, progress=progress)
-    plan = engine.plan
+    plan, backend, device = engine.plan, engine.backend, engine.settings.device
+    del engine                          # the reload below must not hold a second copy of weights and cache
     if not args.json:
         for f in plan.findings:
             if f.status == "ADJUSTED":
@@ -148,15 +149,16 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     loaded = Engine.load(args.out)
     reload_s = time.perf_counter() - t0
-    result = {"command": "dynashape " + shlex.join(args.argv), "engine": args.out, "backend": engine.backend, "device": engine.settings.device, "dtype": plan.dtype,
+    result = {"command": "dynashape " + shlex.join(args.argv), "engine": args.out, "backend": backend, "device": device,
+              "dtype": plan.dtype,
               "serves": {"seq": plan.serve["seq"].text(), "batch": plan.serve["batch"].text()},
               "graphs": list(plan.graphs), "steps": {w: round(s, 3) for w, s in progress.steps},
               "reload_s": round(reload_s, 3), "load_s": loaded.meta.get("load_s")}
     if args.json:
         print_json(result)
         return 0
-    print(f"engine    {args.out}: {plan.runtime.kind} engine ({', '.join(plan.graphs)}), backend {engine.backend}, "
-          f"device {engine.settings.device}, dtype {plan.dtype}")
+    print(f"engine    {args.out}: {plan.runtime.kind} engine ({', '.join(plan.graphs)}), backend {backend}, "
+          f"device {device}, dtype {plan.dtype}")
     print(f"serves    --seq {plan.serve['seq'].text()} --batch {plan.serve['batch'].text()}")
     print(f"reload    {reload_s:.2f} s in this process, without compiling (weights "
           f"{loaded.meta['load_s']['weights']:.2f} s, graphs {loaded.meta['load_s']['graphs']:.2f} s)")

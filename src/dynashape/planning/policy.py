@@ -37,6 +37,11 @@ def rule_graphs(ctx: RuntimeCtx) -> Finding:
     p, s = ctx.plan, ctx.settings
     p.runtime = RuntimePolicy(backend=s.backend, device=str(s.device), steps_per_graph=max(1, s.steps_per_graph),
                               vocab_pad=max(1, s.vocab_pad))
+    from ..backends import BACKENDS
+
+    if s.backend not in BACKENDS:
+        return Finding("graphs", "REFUSED", f"unknown backend {s.backend!r}.",
+                       "use --backend auto, " + ", ".join(BACKENDS))
     if s.backend not in GENERATION_BACKENDS:
         p.runtime.kind = "forward"
         p.graphs = {"forward": list(p.inputs)}

@@ -4,8 +4,8 @@
     run_server(EngineSource("engines/gpt2").load, ServeSettings(), port=8000)
 
 ``app`` (routes), ``completion`` (one request), ``scheduler`` (the thread that owns the generator),
-``metrics``, ``server`` (uvicorn, signals), ``ray`` (Ray Serve replicas), ``workload`` and ``plan``
-(request log -> suggested plan). Names are imported lazily: fastapi and uvicorn load only when used.
+``metrics``, ``server`` (uvicorn, signals), ``ray`` (Ray Serve replicas), ``workload`` (request log ->
+suggested plan). Names are imported lazily: fastapi and uvicorn load only when used.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class CompletionRequest(BaseModel):
     max_tokens: Optional[Annotated[int, Field(strict=True, ge=1)]] = 16
     temperature: Optional[Annotated[float, Field(strict=True, ge=0.0, le=2.0)]] = 1.0
     top_p: Optional[Annotated[float, Field(strict=True, gt=0.0, le=1.0)]] = 1.0
-    top_k: Optional[Annotated[int, Field(strict=True, ge=0)]] = 0
+    top_k: Optional[Annotated[int, Field(strict=True, ge=0, lt=INT64)]] = 0
     seed: Optional[Annotated[int, Field(strict=True, ge=-INT64, lt=INT64)]] = None
     stop: Union[None, StrictStr, list[StrictStr]] = None
     stop_token_ids: Optional[list[StrictInt]] = None
