@@ -160,7 +160,10 @@ def generation_examples(plan: ShapePlan, device) -> dict[str, tuple[torch.Tensor
     ids = torch.randint(0, plan.model["vocab_size"], (B, T), generator=g).to(dev)
     slots = torch.arange(B, device=dev)
     return {"prefill": (ids, torch.full((B,), T - 1, device=dev), slots),
-            "decode": (ids[:, 0].contiguous(), torch.full((B,), T, device=dev), slots)}
+            # a fresh (B,) tensor, not a column of ids: at B = 1 that column keeps stride T (a size-1 dim counts
+            # as contiguous), and a graph of static sizes guards on the stride, which the runtime's tok never has
+            "decode": (torch.randint(0, plan.model["vocab_size"], (B,), generator=g).to(dev),
+                       torch.full((B,), T, device=dev), slots)}
 
 
 def graph_dims(plan: ShapePlan, graph: str) -> list[dict[int, tuple[int, int]]]:

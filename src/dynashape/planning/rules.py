@@ -110,12 +110,6 @@ def _specialise(ctx: _Ctx, dim: str) -> Finding:
         ctx.graph[dim] = r
         return Finding(f"{dim}-specialisation", "OK", f"the eager backend traces nothing, so {dim} "
                        f"{r.min}..{r.max} runs as it is, without padding.")
-    inductor_one = ctx.settings.backend == "inductor" and r.static and r.min == 1
-    if inductor_one:        # its precompiled graph of a static size 1 fails its own guards at the first call
-        ctx.graph[dim], ctx.pad_to[dim] = Range(2, 2), {1: 2}
-        return Finding(f"{dim}-specialisation", "ADJUSTED", f"the inductor backend's precompiled graphs fail their "
-                       f"guards at a static {dim} of 1, so the graph is built for {dim} 2 and {dim} 1 is padded to 2 "
-                       "and sliced back (exact: padding never reaches the real rows or positions).")
     if r.static or r.min > 1:
         ctx.graph[dim] = r
         kind = f"static size {r.min}" if r.static else f"dynamic {r.min}..{r.max}"
@@ -125,8 +119,7 @@ def _specialise(ctx: _Ctx, dim: str) -> Finding:
     opt = None if r.opt is None else max(r.opt, lo)
     ctx.graph[dim] = Range(lo, hi, opt)
     ctx.pad_to[dim] = {1: 2}
-    hint = (" (serving batch 1 only? --batch 1 builds a static graph with no padding)"
-            if dim == "batch" and ctx.settings.backend != "inductor" else "")
+    hint = " (serving batch 1 only? --batch 1 builds a static graph with no padding)" if dim == "batch" else ""
     return Finding(f"{dim}-specialisation", "ADJUSTED",
                    f"torch specialises a dynamic {dim} of size 1 to a constant, so the graph is built for "
                    f"{lo}..{hi} and {dim} 1 is padded to 2 and sliced back (exact: padding never reaches "
