@@ -2,7 +2,7 @@
 # GPU work of one session, in stages: bash bench/gpu_session.sh STAGE [STAGE ...]; results under $OUT.
 # Each stage has its own time limit and log ($OUT/STAGE.log); a failing stage is recorded, the next runs.
 # A/B baselines (git archives, carried): .baseline/src = the FastGenerator of commit 6c8aaac (stage ab1),
-# .baseline2/src = the previous session's final engine, commit c7658b5 (stage ab).
+# .baseline2/src = the previous session's final engine, commit 11c9def (stage ab).
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}
@@ -28,7 +28,7 @@ for stage in "$@"; do
     verify) run verify_eager 240 python3 -m dynashape verify engines/gpt2 --json ;;
     bench) run bench_gpt2 300 $BENCH --target engines/gpt2 --budget-s ${BENCH_S:-100} ${BENCH_ARGS:-} \
              --out "$OUT/generate_gpt2_fp16" ;;
-    ab) # the previous session's engine (.baseline2/src: git archive of c7658b5) against this one, same machine;
+    ab) # the previous session's engine (.baseline2/src: git archive of 11c9def) against this one, same machine;
         # and this one without the fused prefill (PyTorch-op prefill, the staging of the host path kept)
         run compile_base 150 env PYTHONPATH=.baseline2/src python3 -m dynashape compile random:gpt2 --seq 1:1024 \
           --batch 1:64 --device cuda --dtype float16 -o engines/gpt2-base --force --json
@@ -41,6 +41,13 @@ for stage in "$@"; do
           --dtype float16 --no-fused-prefill -o engines/gpt2-tprefill --force --json
         run ab_tprefill 200 $BENCH --target engines/gpt2-tprefill --systems dynashape --batches 1,64 \
           --prompt-lens 7,512 --new-tokens 128 --out "$OUT/ab_tprefill" ;;
+    ttft) # where the time to first token goes (host, prefill graph), fused prefill and PyTorch-op prefill
+          run compile_tprefill 150 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+            --dtype float16 --no-fused-prefill -o engines/gpt2-tprefill --force
+          run ttft_fused 120 python3 bench/ttft_probe.py engines/gpt2 --prompt-lens 7,64,128,512 --out "$OUT/ttft_fused.json"
+          run ttft_torch 120 python3 bench/ttft_probe.py engines/gpt2-tprefill --prompt-lens 7,64,128,512 \
+            --out "$OUT/ttft_torch.json" ;;
+    decode_ab) run decode_ab 400 python3 bench/decode_ab.py --out "$OUT/decode_ab.json" --budget-s 330 ;;
     inductor) run compile_inductor 200 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                 --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
               run load_inductor 90 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"

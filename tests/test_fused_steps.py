@@ -172,8 +172,10 @@ def test_long_prefills_run_as_torch_ops():
     from dynashape.models.gpt2 import FUSED_PREFILL_ROWS, GPT2
     lm = load_model("random:tiny")
     ref, fused = (GPT2.from_hf(lm.model).configure(prefill=p) for p in ("torch", "fused"))
-    T = FUSED_PREFILL_ROWS + 1
-    idx, last, slots = torch.randint(0, 1000, (1, T)), torch.tensor([T - 1]), torch.tensor([0])
-    (k1, v1), (k2, v2) = ref.new_cache(2, T + 1), fused.new_cache(2, T + 1)
+    B, T = 3, FUSED_PREFILL_ROWS // 3 + 1                                       # B * T rows > the limit
+    idx, last, slots = torch.randint(0, 1000, (B, T)), torch.tensor([T - 1, T - 5, 0]), torch.tensor([2, 0, 1])
+    (k1, v1), (k2, v2) = ref.new_cache(B, T + 1), fused.new_cache(B, T + 1)
     with torch.no_grad():
         torch.testing.assert_close(fused.prefill(idx, last, slots, k2, v2), ref.prefill(idx, last, slots, k1, v1))
+    for a, b in zip(k1 + v1, k2 + v2):                                          # the same cache rows written
+        torch.testing.assert_close(a, b)

@@ -49,10 +49,9 @@ from .decode_attention import decode_attention, decode_attention_op
 ATTENTION = ("matmul", "kernel")
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")       # what the fused kernels implement
 # Fused prefill up to this many rows (batch x padded prompt), PyTorch ops (cuBLAS) above. H100, gpt2 fp16,
-# time to first token in one run (bench/results/h100_ab2_*.json): 64 rows 0.86 ms fused vs 1.07 ms torch;
-# 512 rows 2.09 fused vs 1.30 torch. Later kernels: 0.68 ms at 64 rows, 1.71 at 512 (h100_ab3_*): the
-# fused launches win on short prompts, cuBLAS's GEMMs on long ones.
-FUSED_PREFILL_ROWS = 128
+# the prefill graph alone, same-run A/B over interleaved rounds (bench/results/h100_decode_ab2_gpt2_fp16.json):
+# 64 rows 0.48 ms fused vs 0.89 torch, 128 rows 0.63 vs 0.89, 512 rows 0.98 vs 1.05. Not measured above 512.
+FUSED_PREFILL_ROWS = 512
 KERNELS = ("torch", "fused")
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 ACTIVATIONS = {

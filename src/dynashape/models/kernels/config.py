@@ -47,18 +47,21 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     CUDA-graph replays, fp16).
 
     One row (M = 1): multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
-    QKV, each streaming a few KB of weight; 2 for gpt2-xl's C x C and 4C -> C projections: 3.22 -> 2.75
-    and 7.37 -> 5.02 us); the vocabulary projection (N = 50304) prefers 16 columns. ``linear_residual``
-    splits gpt2's long K (mlp.c_proj: K = 4C = 3072) in 4 so that enough programs stream it.
+    QKV, each streaming a few KB of weight; 2 for gpt2-xl's C x C projection: 3.22 -> 2.75 us); the
+    vocabulary projection (N = 50304) prefers 16 columns. mlp.c_proj (K = 4C) takes 4 columns, 8 warps
+    and no K split: in the PDL chain its weights stream before the wait, and the split's reduce kernel
+    cost more than it saved (bench/results/h100_decode_ab_gpt2_fp16.json, same-run A/B: gpt2 0.239 ->
+    0.230 ms per step; gpt2-xl 1.859 -> 1.849).
     Several rows: tl.dot with 16-row tiles (the tensor cores' minimum, rows beyond M masked): the
     broadcast product over 8 rows was 1.7-2x slower than one dot tile. From 17 rows, 64-row tiles where
     they won at 64 rows: c_fc 7.42 -> 6.03 us, mlp.c_proj 6.84 -> 5.47, the vocabulary 45.9 -> 34.8.
     Prefill rows (M >= 128): 64 x 64 x 64 tiles, 4 warps (QKV 35.1 -> 31.0 us at 512 rows)."""
     wide = N >= 1024                                   # gpt2-xl's width and above
-    split = 4 if kind == "linear_residual" and K >= 4 * N and K >= 1024 and (M > 1 or not wide) else 1
-    if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K chunk) weight slice
-        bn = 16 if N >= 16384 else 2 if kind == "linear_residual" and wide else 4
-        return KernelConfig(1, bn, min(256, _pow2(K)), split, 8 if bn * K // split > 8192 else 4, 2, False)
+    long_k = kind == "linear_residual" and K >= 4 * N and K >= 1024               # mlp.c_proj
+    if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K) weight slice
+        bn = 16 if N >= 16384 else 4 if long_k or not wide or kind != "linear_residual" else 2
+        return KernelConfig(1, bn, min(256, _pow2(K)), 1, 8 if bn * K > 8192 else 4, 2, False)
+    split = 4 if long_k else 1
     if M >= 128:
         return KernelConfig(64, 64, 64, split, 4, 3, True)
     if M <= 16:
