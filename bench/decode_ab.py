@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
-sys.path.insert(0, "src")
+sys.path.insert(0, os.environ.get("DYNASHAPE_SRC", "src"))   # another tree (a baseline) for process A/Bs
 from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
 from dynashape.models.kernels import attention as attn_mod, config as cfg_mod  # noqa: E402
@@ -53,6 +54,40 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
     "attn64_s2": (None, lambda M, H, L, c: dataclasses.replace(c, split=2) if M > 8 else c),
     "attn64_w2": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2) if M > 8 else c),
     "attn64_b128_w8": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=128, num_warps=8) if M > 8 else c),
+    "attn_noprefetch": (None, None),                        # attention.PREFETCH off (see variant())
+    "r64_qkv_16x64": (lambda k, M, N, K, c: dataclasses.replace(c, block_n=64) if 16 < M < 128 and N == 3 * K else c,
+                      None),
+    "r64_qkv_32x32": (lambda k, M, N, K, c: dataclasses.replace(c, block_m=32) if 16 < M < 128 and N == 3 * K else c,
+                      None),
+    "r64_bk128": (lambda k, M, N, K, c: dataclasses.replace(c, block_k=128) if 16 < M < 128 and N < 16384 else c, None),
+    "r64_bk256": (lambda k, M, N, K, c: dataclasses.replace(c, block_k=256, num_stages=2)
+                  if 16 < M < 128 and N < 16384 else c, None),
+    "r64_bk32": (lambda k, M, N, K, c: dataclasses.replace(c, block_k=32, num_stages=4)
+                 if 16 < M < 128 and N < 16384 else c, None),
+    "r64_cproj_split2": (lambda k, M, N, K, c: dataclasses.replace(c, split=2)
+                         if 16 < M < 128 and k == "linear_residual" and K == N else c, None),
+    "r64_mproj_split8": (lambda k, M, N, K, c: dataclasses.replace(c, split=8)
+                         if 16 < M < 128 and k == "linear_residual" and K > N else c, None),
+    "r64_mproj_split2": (lambda k, M, N, K, c: dataclasses.replace(c, split=2)
+                         if 16 < M < 128 and k == "linear_residual" and K > N else c, None),
+    "r64_st4_bk128": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=4, block_k=128)
+                      if 16 < M < 128 and N < 16384 else c, None),
+    "r64_st5": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=5) if 16 < M < 128 and N < 16384 else c, None),
+    "all_st4": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=4) if M > 1 else c, None),
+    "pre_st4": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=4) if M >= 128 else c, None),
+    "r64_stages4": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=4) if 16 < M < 128 and N < 16384 else c,
+                    None),
+    "vocab_bn8": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=8, num_warps=4) if N >= 16384 else c), None),
+    "vocab_bn32": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=32, num_warps=8) if N >= 16384 else c),
+                   None),
+    "vocab_w4": (one_row(lambda k, N, K, c: dataclasses.replace(c, num_warps=4) if N >= 16384 else c), None),
+    "vocab_w16": (one_row(lambda k, N, K, c: dataclasses.replace(c, num_warps=16) if N >= 16384 else c), None),
+    "gemv_bn2": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=2, num_warps=8 if 2 * K > 8192 else 4)
+                         if N < 16384 else c), None),
+    "gemv_bn8w8": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=8, num_warps=8) if N < 16384 else c),
+                   None),
+    "attn64_b128_noprefetch": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=128) if M > 8 else c),
+    "attn64_b64": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64) if M > 8 else c),
 }
 
 
@@ -80,10 +115,15 @@ def variant(name: str):
         cfg_mod._matmul_config = lambda kind, M, N, K: mm(kind, M, N, K, MATMUL(kind, M, N, K))
     if at is not None:
         attn_mod.attention_config = lambda M, H, L: at(M, H, L, ATTENTION(M, H, L))
+    prefetch = getattr(attn_mod, "PREFETCH", None)
+    if "noprefetch" in name:
+        attn_mod.PREFETCH = False
     try:
         yield
     finally:
         cfg_mod._matmul_config, attn_mod.attention_config = MATMUL, ATTENTION
+        if prefetch is not None:
+            attn_mod.PREFETCH = prefetch
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -209,8 +249,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--replays", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="comma list: decode1, decode64, xl, prefill (default: all)")
+    ap.add_argument("--only", default="", help="comma list: decode1, decode64, decode8, xl, prefill (default: all)")
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
+    ap.add_argument("--variants", default="", help="comma list: only these decode variants")
     a = ap.parse_args()
     t_end = time.time() + a.budget_s
     gbps = copy_gbps(torch.device("cuda"))
@@ -224,12 +265,17 @@ def main() -> None:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1)
 
-    decode_plan = [("gpt2", 1, 512, ["base", "mproj_nosplit_bn4", "mproj_nosplit_bn2"]),
-                   ("gpt2", 64, 512, ["base", "attn64_w2", "attn64_b128_w8", "attn64_b128", "attn64_s2"]),
-                   ("gpt2-xl", 1, 512, ["base", "mproj_nosplit_bn4", "attn_s16"])]
-    prefill_names = ["base", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
+    one = ["base", "vocab_bn8", "vocab_bn32", "vocab_w4", "vocab_w16", "gemv_bn2", "gemv_bn8w8"]
+    decode_plan = [("gpt2", 1, 512, one),
+                   ("gpt2", 64, 512, ["base", "r64_stages4", "r64_st4_bk128", "r64_st5", "all_st4"]),
+                   ("gpt2", 8, 512, ["base", "all_st4"]),
+                   ("gpt2-xl", 1, 512, one)]
+    if a.variants:
+        keep = set(a.variants.split(","))
+        decode_plan = [(p, B, c, [n for n in names if n in keep]) for p, B, c, names in decode_plan]
+    prefill_names = ["base", "all_st4", "pre_st4", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     only = set(filter(None, a.only.split(",")))
-    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "xl")):
+    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "xl")):
         if only and part not in only and not (part == "decode1" and "prefill" in only):
             continue
         model, k, v = build(preset, 65 if B > 1 else 2, 1024)
@@ -239,8 +285,8 @@ def main() -> None:
                    a.rounds, t_end, model=preset, batch=B, ctx=ctx, floor_ms=round(fl, 5))
             save()
         if preset == "gpt2" and B == 1 and (not only or "prefill" in only):
-            for T in (512, 128, 64):
-                names_t = [n for n in prefill_names if T >= 128 or not n.startswith("p1")]
+            for T in (512, 128, 64, 16):
+                names_t = [n for n in prefill_names if T >= 128 or not (n.startswith("p1") or n == "pre_st4")]
                 rounds(res, "prefill", names_t,
                        lambda name: prefill_case(model, k, v, T, name != "torch", a.replays),
                        a.rounds, t_end, model=preset, T=T)

@@ -74,20 +74,29 @@ def check_fused_prefill(dtype):
             tok, pos = a.argmax(-1), pos + 1
 
 
-def check_greedy_update():
-    """torch.argmax's tie rule (the first index) within a chunk and across chunks; the state writes."""
-    from dynashape.models.kernels.greedy import greedy_update
-    V = 9000                                                              # 3 chunks, the last one partial
-    logits = torch.randn(3, V + 40).half()                               # padded columns are never read
-    logits[:, V:] = 100.0
-    logits[0, 100] = logits[0, 5000] = 9.0                               # tie across chunks -> 100
-    logits[1] = 0.0                                                       # all equal -> 0
-    logits[2, 8999] = 9.0                                                 # the last real column
-    rows, pos = torch.tensor([4, 0, 2]), torch.tensor([7, 0, 30])
-    tok_state, pos_state, out = (torch.zeros(n, dtype=torch.long) for n in (5, 5, 3))
-    greedy_update(logits, V, rows, pos, tok_state, pos_state, out)
-    assert out.tolist() == [100, 0, 8999] == logits[:, :V].argmax(-1).tolist()
-    assert tok_state.tolist() == [0, 0, 8999, 0, 100] and pos_state.tolist() == [1, 0, 31, 0, 8]
+def check_greedy_update(M, dtype):
+    """head_argmax + greedy_update against torch.argmax over the logits ln_linear stores: its tie rule (the
+    first index) within a column block and across blocks, padding columns (>= V) never chosen, the
+    last real column, all-equal logits; and the state writes."""
+    from dynashape.models.kernels import greedy_update, head_argmax, ln_linear
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(M)
+    V, K = 9000, 64
+    x = (torch.randn(1, K, generator=g) + 0.1 * torch.randn(M, K, generator=g)).to(dt)   # rows alike
+    ln_w, ln_b = torch.ones(K, dtype=dt), torch.zeros(K, dtype=dt)
+    u = torch.nn.functional.layer_norm(x[:1].float(), (K,))[0]                          # > 0 against every row
+    rows, pos = torch.tensor([4, 0, 2][:M]), torch.tensor([7, 0, 30][:M])
+    for ties, want in (((3000, 130, 131), 130), ((V - 1,), V - 1), ((), 0)):
+        w = torch.randn(V + 40, K, generator=g) * 0.01 if ties else torch.zeros(V + 40, K)
+        w[V:] = u * 10.0                                                  # padding columns: never read
+        for c in ties:
+            w[c] = u                                                      # identical rows: tied logits
+        w = w.to(dt)
+        ref = ln_linear(x, ln_w, ln_b, 1e-5, w)[:, :V].argmax(-1)       # torch's rule on the stored logits
+        tok_state, pos_state, out = (torch.zeros(n, dtype=torch.long) for n in (5, 5, M))
+        greedy_update(*head_argmax(x, ln_w, ln_b, 1e-5, w, V), rows, pos, tok_state, pos_state, out)
+        assert out.tolist() == ref.tolist() == [want] * M, (ties, out.tolist(), ref.tolist())
+        assert tok_state[rows].tolist() == [want] * M and pos_state[rows].tolist() == (pos + 1).tolist()
 
 
 def torch_greedy_step(model):
@@ -146,7 +155,8 @@ def test_fused_prefill(interpreted, request, dtype):
     interpreted.assert_passed(request.node)
 
 
-def test_greedy_update(interpreted, request):
+@pytest.mark.parametrize("M,dtype", [(1, "float16"), (3, "float32")])   # the one-row kernel and tl.dot tiles
+def test_greedy_update(interpreted, request, M, dtype):
     interpreted.assert_passed(request.node)
 
 

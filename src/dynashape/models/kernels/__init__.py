@@ -5,7 +5,7 @@ write), ``decode_attention`` (split-KV), ``linear_residual`` (attn.c_proj + resi
 (ln_2 + c_fc + GELU), ``linear_residual`` (mlp.c_proj + residual); the split ones add a small combine
 launch (5..8 launches). Plus ``embed`` before the first layer and ``ln_linear`` (ln_f + lm_head) after. Each kernel reads
 its weights once, grids depend on shapes only, and nothing syncs with the host: CUDA-graph capturable.
-A greedy step adds ``gather_embed`` and ``greedy_update`` (``greedy.py``: the slot state read and
+A greedy step adds ``gather_embed``, ``head_argmax`` and ``greedy_update`` (``greedy.py``: the slot state read and
 written on the device, the argmax in one launch). The prefill runs the same projections over every
 prompt position, with ``prefill_attention`` (``prefill.py``) reading the cache they wrote.
 
@@ -20,12 +20,12 @@ import torch
 
 from .attention import attention_config, decode_attention
 from .config import TARGET_PROGRAMS, KernelConfig, KernelError, default_config
-from .greedy import gather_embed, greedy_update
+from .greedy import gather_embed, greedy_update, head_argmax
 from .linear import embed, linear_residual, ln_linear, qkv_to_cache, triton
 from .prefill import prefill_attention
 
 __all__ = ["KernelConfig", "KernelError", "TARGET_PROGRAMS", "attention_config", "available", "decode_attention",
-           "default_config", "embed", "gather_embed", "greedy_update", "linear_residual", "ln_linear",
+           "default_config", "embed", "gather_embed", "greedy_update", "head_argmax", "linear_residual", "ln_linear",
            "prefill_attention", "qkv_to_cache"]
 
 

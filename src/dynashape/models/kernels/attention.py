@@ -27,12 +27,20 @@ except ImportError:                                      # CPU-only installs: re
     tl = None
 
 
+# Each split loads its next block's keys and values while it uses this block (one more tile of registers).
+# Same-run A/B on an H100 (bench/results/h100_decode_ab4_gpt2_fp16.json): gpt2-xl batch 1 1.828 -> 1.767 ms,
+# gpt2 batch 64 0.937 -> 0.925, gpt2 batch 1 0.221 -> 0.222 (noise). Off: keys, scores, then values.
+PREFETCH = True
+
+
 def attention_config(M: int, H: int, L: int) -> KernelConfig:
     """From the H100 sweep (CUDA-graph replays, gpt2 fp16, rows at half of a 1024-position cache):
     one row: 32 splits of 32-position blocks (5.1 us); 8 rows: 8 splits of 64 (9.3 us); 64 rows: no
-    split, 64-position blocks, 4 warps (45 us, 75% of the copy bandwidth). In between: enough splits
-    for ~2 programs per SM over M * H (row, head) pairs."""
-    block = max(16, min(32 if M == 1 else 64, _pow2(L)))
+    split, 4 warps. In between: enough splits for ~2 programs per SM over M * H (row, head) pairs.
+    Above 8 rows 128-position blocks: with the next block prefetched (PREFETCH) the batch-64 step went
+    0.954 -> 0.925 ms, 46 -> 43 us per layer by ncu (64-position blocks: 0.987; same-run A/Bs,
+    bench/results/h100_decode_ab3_*.json, h100_decode_ab4_gpt2_fp16.json)."""
+    block = max(16, min(32 if M == 1 else 64 if M <= 8 else 128, _pow2(L)))
     split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block), 32))
     if M * H >= 512:
         split = 1
@@ -42,7 +50,8 @@ def attention_config(M: int, H: int, L: int) -> KernelConfig:
 @_jit
 def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
                      sk0, sk1, sk2, sv0, sv1, sv2, D: tl.constexpr, DP: tl.constexpr,
-                     NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr, USE_PDL: tl.constexpr):
+                     NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr, PREFETCH: tl.constexpr,
+                     USE_PDL: tl.constexpr):
     """Program (m * H + h, split): online softmax over positions [lo, hi) of row m's length."""
     if USE_PDL:                    # q and the new cache position come from the previous kernel
         gdc_launch_dependents()
@@ -64,19 +73,33 @@ def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
     m_i = tl.max(tl.full([BLOCK], float("-inf"), tl.float32), axis=0)         # running max (scalar)
     l_i = tl.sum(tl.zeros([BLOCK], dtype=tl.float32), axis=0)                  # running sum (scalar)
     acc = tl.zeros([DP], dtype=tl.float32)
+    if PREFETCH:                                             # the first block's keys and values, together
+        s = lo + tl.arange(0, BLOCK)
+        tile_ok = (s < hi)[:, None] & d_ok[None, :]
+        k = tl.load(k_row + s[:, None] * sk2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
+        v = tl.load(v_row + s[:, None] * sv2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
     for start in range(lo, hi, BLOCK):
         s = start + tl.arange(0, BLOCK)
         ok = s < hi
-        tile_ok = ok[:, None] & d_ok[None, :]
-        k = tl.load(k_row + s[:, None] * sk2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
+        if PREFETCH:                                         # the next block in flight while this one is used
+            s2 = s + BLOCK
+            next_ok = (s2 < hi)[:, None] & d_ok[None, :]
+            k2 = tl.load(k_row + s2[:, None] * sk2 + d[None, :], mask=next_ok, other=0.0)
+            v2 = tl.load(v_row + s2[:, None] * sv2 + d[None, :], mask=next_ok, other=0.0)
+        else:                                                # keys, the scores, then values (fewer registers)
+            tile_ok = ok[:, None] & d_ok[None, :]
+            k = tl.load(k_row + s[:, None] * sk2 + d[None, :], mask=tile_ok, other=0.0)
         sc = tl.where(ok, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))  # (BLOCK,)
         m_new = tl.maximum(m_i, tl.max(sc, axis=0))
         alpha = tl.exp(m_i - m_new)                                            # 0 on the first step
         p = tl.exp(sc - m_new)                                                 # 0 where masked
-        v = tl.load(v_row + s[:, None] * sv2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
+        if not PREFETCH:
+            v = tl.load(v_row + s[:, None] * sv2 + d[None, :], mask=tile_ok, other=0.0)
         acc = acc * alpha + tl.sum(v.to(tl.float32) * p[:, None], axis=0)
         l_i = l_i * alpha + tl.sum(p, axis=0)
         m_i = m_new
+        if PREFETCH:
+            k, v = k2, v2
     if SINGLE:
         tl.store(O + m * som + h * D + d, (acc / l_i).to(O.dtype.element_ty), mask=d_ok)
     else:                                                    # an empty split leaves m = -inf, l = 0, acc = 0
@@ -127,8 +150,8 @@ def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float,
     H, DP, n = n_head, _pow2(D), cfg.split
     out = q.new_empty(q.shape)
     strides = (q.stride(0), out.stride(0), *k_cache.stride()[:3], *v_cache.stride()[:3])
-    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                  **_pdl(pdl))
+    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, PREFETCH=PREFETCH, num_warps=cfg.num_warps,
+                  num_stages=cfg.num_stages, **_pdl(pdl))
     if n == 1:
         _split_kv_kernel[(M * H, 1)](q, k_cache, v_cache, slots, pos, out, out, out, float(scale), H, L,
                                      *strides, SINGLE=True, **launch)

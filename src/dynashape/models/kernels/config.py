@@ -33,6 +33,13 @@ class KernelConfig:
     use_dot: bool = False      # tl.dot on tensor cores: block_m, block_n, block_k >= 16
 
 
+# Pipeline depth of the tl.dot kernels. The sweeps (one kernel replayed, its weights warm in L2) chose 3;
+# in the decode step, whose weights come from HBM, 4 won everywhere in a same-run A/B on an H100
+# (bench/results/h100_decode_ab7_gpt2_fp16.json): batch 64 0.929 -> 0.901 ms per step, batch 8 0.566 ->
+# 0.515, the prefill of 16 / 64 / 128 / 512 rows 0.487 / 0.476 / 0.630 / 0.979 -> 0.435 / 0.447 / 0.576 / 0.963.
+STAGES = 4
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
@@ -55,24 +62,25 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     Several rows: tl.dot with 16-row tiles (the tensor cores' minimum, rows beyond M masked): the
     broadcast product over 8 rows was 1.7-2x slower than one dot tile. From 17 rows, 64-row tiles where
     they won at 64 rows: c_fc 7.42 -> 6.03 us, mlp.c_proj 6.84 -> 5.47, the vocabulary 45.9 -> 34.8.
-    Prefill rows (M >= 128): 64 x 64 x 64 tiles, 4 warps (QKV 35.1 -> 31.0 us at 512 rows)."""
+    Prefill rows (M >= 128): 64 x 64 x 64 tiles, 4 warps (QKV 35.1 -> 31.0 us at 512 rows).
+    Every tl.dot tile keeps ``STAGES`` loads in flight."""
     wide = N >= 1024                                   # gpt2-xl's width and above
     long_k = kind == "linear_residual" and K >= 4 * N and K >= 1024               # mlp.c_proj
     if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K) weight slice
         bn = 16 if N >= 16384 else 4 if long_k or not wide or kind != "linear_residual" else 2
         return KernelConfig(1, bn, min(256, _pow2(K)), 1, 8 if bn * K > 8192 else 4, 2, False)
-    split = 4 if long_k else 1
+    split, S = (4 if long_k else 1), STAGES
     if M >= 128:
-        return KernelConfig(64, 64, 64, split, 4, 3, True)
+        return KernelConfig(64, 64, 64, split, 4, S, True)
     if M <= 16:
-        return KernelConfig(16, 64 if kind == "ln_linear" else 32, 64, split, 4, 3, True)
+        return KernelConfig(16, 64 if kind == "ln_linear" else 32, 64, split, 4, S, True)
     if N >= 16384:                                     # the vocabulary projection
-        return KernelConfig(64, 64, 128, 1, 8, 3, True)
+        return KernelConfig(64, 64, 128, 1, 8, S, True)
     if kind == "ln_linear":                            # QKV (N = 3K) keeps 16-row tiles; c_fc (N = 4K) 64
-        return KernelConfig(64, 32, 128, 1, 8, 3, True) if N >= 4 * K else KernelConfig(16, 32, 64, 1, 4, 3, True)
+        return KernelConfig(64, 32, 128, 1, 8, S, True) if N >= 4 * K else KernelConfig(16, 32, 64, 1, 4, S, True)
     if split > 1:                                      # mlp.c_proj
-        return KernelConfig(64, 32, 64, split, 8, 3, True)
-    return KernelConfig(16, 32, 128, 1, 4, 3, True)    # attn.c_proj
+        return KernelConfig(64, 32, 64, split, 8, S, True)
+    return KernelConfig(16, 32, 128, 1, 4, S, True)    # attn.c_proj
 
 
 def default_config(kind: str, M: int, N: int, K: int) -> KernelConfig:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import decode_attention, embed, linear_residual, ln_linear, qkv_to_cache
-from .greedy import gather_embed, greedy_update
+from .greedy import gather_embed, greedy_update, head_argmax
 from .prefill import prefill_attention
 
 
@@ -29,12 +29,14 @@ def fused_decode(model, tok, pos, slots, k, v) -> torch.Tensor:
 def fused_decode_greedy(model, rows, tok_state, pos_state, last_pos: int, k, v, out) -> None:
     """One greedy step in place (greedy.py): the rows' tokens and positions from the slot state, the
     argmax token to out (B,) and to the state, positions + 1. Two launches instead of ~10 ops around
-    the layers."""
+    the layers, and the vocabulary projection keeps only its blocks' argmax partials."""
     pdl = model.pdl and rows.shape[0] == 1
     pos = torch.empty_like(rows)
     x = gather_embed(rows, tok_state, pos_state, last_pos, model.wte.weight, model.wpe.weight, pos, pdl=pdl)
-    logits = _head(model, _layers(model, x, pos, rows, k, v, pdl), pdl)
-    greedy_update(logits, model.config.vocab_size, rows, pos, tok_state, pos_state, out, pdl=pdl)
+    x = _layers(model, x, pos, rows, k, v, pdl)
+    amax, aidx = head_argmax(x, model.ln_f.weight, model.ln_f.bias, model.config.layer_norm_epsilon,
+                             _head_weight(model), model.config.vocab_size, pdl=pdl)
+    greedy_update(amax, aidx, rows, pos, tok_state, pos_state, out, pdl=pdl)
 
 
 def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:
@@ -55,9 +57,13 @@ def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:
     return x
 
 
+def _head_weight(model) -> torch.Tensor:
+    return model.head_weight if model.head_weight is not None else model.lm_head.weight
+
+
 def _head(model, x, pdl: bool) -> torch.Tensor:
-    head = model.head_weight if model.head_weight is not None else model.lm_head.weight
-    logits = ln_linear(x, model.ln_f.weight, model.ln_f.bias, model.config.layer_norm_epsilon, head, pdl=pdl)
+    logits = ln_linear(x, model.ln_f.weight, model.ln_f.bias, model.config.layer_norm_epsilon, _head_weight(model),
+                       pdl=pdl)
     return logits[:, :model.config.vocab_size]                                   # (B, V) of (B, V padded)
 
 

@@ -9,8 +9,9 @@ programs stream their weights during this kernel's tail, and ``gdc_wait`` blocks
 first read of an activation. Every write of ours comes after that wait, so no kernel overwrites what
 an earlier one may still read. Without PDL the same kernels run in order, unchanged.
 
-One kernel, four epilogues (``MODE``): store act(y + b); q to Y and k, v into the KV cache; the
-residual add (in place allowed); an fp32 partial of a K split (summed by linear.py's reduce kernel).
+One kernel, four epilogues (``MODE``): store act(y + b) (or, with ``ARGMAX``, each column block's
+largest logit and its index for greedy.py); q to Y and k, v into the KV cache; the residual add (in
+place allowed); an fp32 partial of a K split (summed by linear.py's reduce kernel).
 https://docs.nvidia.com/cuda/cuda-c-programming-guide/#programmatic-dependent-launch-and-synchronization
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from .config import _cdiv, _pow2
-from .linear import (_cache_args, _jit, _pdl, _residual_epilogue, _store_qkv, gdc_launch_dependents, gdc_wait,
-                     tl)
+from .linear import (_argmax_epilogue, _cache_args, _jit, _pdl, _residual_epilogue, _store_qkv, gdc_launch_dependents,
+                     gdc_wait, tl)
 
 STORE, TO_CACHE, RESIDUAL, PARTIAL = 0, 1, 2, 3
 
@@ -31,11 +32,11 @@ def pdl_supported(device: torch.device) -> bool:
 
 
 @_jit
-def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, N, L, eps,
+def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, N, L, V, eps,
                  sk0, sk1, sk2, sv0, sv1, sv2,
                  K: tl.constexpr, KP: tl.constexpr, KCH: tl.constexpr, C: tl.constexpr, D: tl.constexpr,
                  HAS_LN: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, MODE: tl.constexpr,
-                 BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
+                 ARGMAX: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, K split): the weight slice first, then wait, then x (layer-normed) . w."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     n_ok = rn < N
@@ -67,19 +68,23 @@ def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, N, L, eps,
             acc = acc * tl.sigmoid(2.0 * u)
         if MODE == 1:
             _store_qkv(acc, Y, Kc, Vc, Slots, Pos, rm, rn, 1, L, 0, sk0, sk1, sk2, sv0, sv1, sv2, C, D)
+        elif ARGMAX:                                         # greedy.py: partials instead of the logits
+            _argmax_epilogue(acc, Y, Amax, Aidx, rm, rn, 1, V, tl.program_id(0), tl.num_programs(0))
         else:
             tl.store(Y + rn[None, :], acc.to(Y.dtype.element_ty), mask=n_ok[None, :])
 
 
 def launch_gemv(x, w, y, cfg, mode: int, *, ln=None, eps=0.0, b=None, act=0, residual=None, cache=None,
-                split: int = 1, pdl: bool = False) -> None:
-    """One row x (1, K) against w (N, K) -> y. ln: (ln_w, ln_b) or None; cache: (k, v, slots, pos, C, D)."""
+                argmax=None, split: int = 1, pdl: bool = False) -> None:
+    """One row x (1, K) against w (N, K) -> y. ln: (ln_w, ln_b) or None; cache: (k, v, slots, pos, C, D);
+    argmax (STORE only): (amax, aidx, V), the column blocks' argmax partials instead of y."""
     K, N = x.shape[1], w.shape[0]
     chunk = _cdiv(K, split)
     kc, vc, slots, pos, C, D, L, strides = _cache_args(cache, y)
+    amax, aidx, V = argmax if argmax is not None else (y, y, 0)
     ln_w, ln_b = ln if ln is not None else (w, w)
     _gemv_kernel[(_cdiv(N, cfg.block_n), split)](
         x, ln_w, ln_b, w, b if b is not None else w, y, residual if residual is not None else y,
-        kc, vc, slots, pos, N, L, float(eps), *strides,
+        kc, vc, slots, pos, amax, aidx, N, L, V, float(eps), *strides,
         K=K, KP=_pow2(chunk), KCH=chunk, C=C, D=D, HAS_LN=ln is not None, HAS_BIAS=b is not None, ACT=act,
-        MODE=mode, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))
+        MODE=mode, ARGMAX=argmax is not None, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))

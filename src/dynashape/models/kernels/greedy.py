@@ -8,36 +8,42 @@ block reduces the row). Here they are two launches:
 
 - ``gather_embed``: slot = rows[m]; tok = tok_state[slot]; pos = min(pos_state[slot], last_pos) ->
   x = wte[tok] + wpe[pos], and pos into ``pos_out`` for the layers.
-- ``greedy_update``: per row the first index of the largest logit (torch.argmax's tie rule), written to
-  ``out[m]`` and ``tok_state[slot]``, and ``pos_state[slot] = pos + 1``. The vocabulary is read in
-  unrolled chunks (all loads in flight), one program per row.
+- ``head_argmax``: ln_f + the vocabulary projection, whose epilogue keeps per row and column block only
+  the largest logit (rounded as a stored logit would be) and its first index: no logits written.
+- ``greedy_update``: per row the first index of the largest of those partials (torch.argmax's tie
+  rule: blocks in column order, the first index inside a block), written to ``out[m]`` and
+  ``tok_state[slot]``, and ``pos_state[slot] = pos + 1``. It reads ~3k partials, not 50k logits: one
+  program per row reading a whole row of logits took 17 us on an H100 (ncu), the critical path of a
+  0.23 ms step (bench/results/h100_ncu_decode_gpt2_b1.json).
 """
 from __future__ import annotations  # annotations stay strings: ``tl.constexpr`` need not exist here
 
 import torch
 
 from .config import _cdiv, _pow2, default_config
-from .linear import _embed_kernel, _jit, _pdl, check, gdc_launch_dependents, gdc_wait, require_triton, tl
+from .linear import (_check_matmul, _embed_kernel, _jit, _launch_ln_linear, _pdl, check, gdc_launch_dependents,
+                     gdc_wait, require_triton, tl)
 
-CHUNK = 4096                        # logits per unrolled step of greedy_update
+CHUNK = 4096                        # partials per unrolled step of greedy_update
 
 
 @_jit
-def _greedy_update_kernel(Logits, Rows, Pos, TokS, PosS, Out, V, sl,
-                          V_CONST: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr):
-    """Program m: the first index of row m's largest logit, then the state writes."""
+def _greedy_update_kernel(Amax, Aidx, Rows, Pos, TokS, PosS, Out, P,
+                          P_CONST: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr):
+    """Program m: the first index of row m's largest logit from its P block partials, then the state writes."""
     if USE_PDL:
         gdc_launch_dependents()
         gdc_wait()
     m = tl.program_id(0)
     r = tl.arange(0, CHUNK)
     best = tl.max(tl.full([CHUNK], float("-inf"), tl.float32), axis=0)
-    best_i = tl.min(tl.zeros([CHUNK], dtype=tl.int32), axis=0)
-    for c0 in tl.static_range(0, V_CONST, CHUNK):
+    best_i = tl.min(tl.full([CHUNK], 2147483647, tl.int32), axis=0)
+    for c0 in tl.static_range(0, P_CONST, CHUNK):
         i = c0 + r
-        x = tl.load(Logits + m * sl + i, mask=i < V, other=float("-inf")).to(tl.float32)
+        x = tl.load(Amax + m * P + i, mask=i < P, other=float("-inf"))
+        ix = tl.load(Aidx + m * P + i, mask=i < P, other=2147483647)
         cmax = tl.max(x, axis=0)
-        cidx = tl.min(tl.where(x == cmax, i, V_CONST), axis=0)                 # first index of the chunk's max
+        cidx = tl.min(tl.where(x == cmax, ix, 2147483647), axis=0)            # blocks hold rising columns
         take = cmax > best                                                      # strict: earlier chunks win ties
         best_i = tl.where(take, cidx, best_i)
         best = tl.where(take, cmax, best)
@@ -46,6 +52,20 @@ def _greedy_update_kernel(Logits, Rows, Pos, TokS, PosS, Out, V, sl,
     tl.store(Out + m, tok)
     tl.store(TokS + slot, tok)
     tl.store(PosS + slot, tl.load(Pos + m) + 1)
+
+
+def head_argmax(x, ln_w, ln_b, eps: float, w, V: int, pdl=False) -> tuple[torch.Tensor, torch.Tensor]:
+    """layer_norm(x) @ w.T over columns < V, reduced per column block: (amax, aidx), each (M, blocks):
+    every block's largest logit (rounded to x's dtype, as a stored logit) and the first column holding
+    it. x (M, K); w (N >= V, K) contiguous (the padded vocabulary)."""
+    M, N, K = _check_matmul(x, w, None, ln_w, ln_b)
+    check(1 <= V <= N and ln_w.shape == (K,) and ln_b.shape == (K,), f"V must be in 1..{N}, ln_w and ln_b ({K},)")
+    cfg = default_config("ln_linear", M, N, K)
+    P = _cdiv(N, cfg.block_n)                                                  # the kernels' column blocks
+    amax = torch.empty(M, P, dtype=torch.float32, device=x.device)
+    aidx = torch.empty(M, P, dtype=torch.int32, device=x.device)
+    _launch_ln_linear(x, ln_w, ln_b, eps, w, None, x, cfg, argmax=(amax, aidx, V), pdl=pdl)
+    return amax, aidx
 
 
 def gather_embed(rows, tok_state, pos_state, last_pos: int, wte, wpe, pos_out, pdl=False) -> torch.Tensor:
@@ -63,12 +83,13 @@ def gather_embed(rows, tok_state, pos_state, last_pos: int, wte, wpe, pos_out, p
     return y
 
 
-def greedy_update(logits, V: int, rows, pos, tok_state, pos_state, out, pdl=False) -> None:
-    """out[m] = tok_state[rows[m]] = argmax(logits[m, :V]) (first index on ties); pos_state[rows[m]] = pos[m] + 1."""
-    M = rows.shape[0]
-    check(logits.dim() == 2 and logits.shape[0] == M and logits.shape[1] >= V and logits.stride(1) == 1,
-          f"logits must be ({M}, >= {V}) with a contiguous last dim")
-    require_triton(logits, rows, pos, tok_state, pos_state, out)
-    chunk = min(CHUNK, _pow2(V))
-    _greedy_update_kernel[(M,)](logits, rows, pos, tok_state, pos_state, out, V, logits.stride(0),
-                                V_CONST=_cdiv(V, chunk) * chunk, CHUNK=chunk, num_warps=8, **_pdl(pdl))
+def greedy_update(amax, aidx, rows, pos, tok_state, pos_state, out, pdl=False) -> None:
+    """From head_argmax's partials (M, P): out[m] = tok_state[rows[m]] = the row's argmax (first index on
+    ties); pos_state[rows[m]] = pos[m] + 1."""
+    M, P = amax.shape
+    check(aidx.shape == (M, P) and amax.is_contiguous() and aidx.is_contiguous() and rows.shape == (M,),
+          f"amax and aidx must be contiguous ({M}, P), rows ({M},)")
+    require_triton(amax, aidx, rows, pos, tok_state, pos_state, out)
+    chunk = min(CHUNK, _pow2(P))
+    _greedy_update_kernel[(M,)](amax, aidx, rows, pos, tok_state, pos_state, out, P,
+                                P_CONST=_cdiv(P, chunk) * chunk, CHUNK=chunk, num_warps=4, **_pdl(pdl))

@@ -146,12 +146,25 @@ def _store_qkv(acc, Q, Kc, Vc, Slots, Pos, rm, rn, M, L, sqm, sk0, sk1, sk2, sv0
 
 
 @_jit
-def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, M, N, L, sxm, sym, sk0, sk1, sk2, sv0, sv1, sv2,
+def _argmax_epilogue(acc, Y, Amax, Aidx, rm, rn, M, V, pid_n, P):
+    """Per row of the tile: its largest logit among columns < V, as rounded to Y's dtype (the values a
+    stored logit row would hold), and the first column holding it -> Amax[m, pid_n], Aidx[m, pid_n]
+    (greedy.py reduces the P tiles of a row; the logits themselves are not stored)."""
+    a = tl.where((rn < V)[None, :], acc.to(Y.dtype.element_ty).to(tl.float32), float("-inf"))
+    mx = tl.max(a, axis=1)                                                     # (BLOCK_M,)
+    ix = tl.min(tl.where(a == mx[:, None], rn[None, :], 2147483647), axis=1)   # first index of the max
+    tl.store(Amax + rm * P + pid_n, mx, mask=rm < M)
+    tl.store(Aidx + rm * P + pid_n, ix, mask=rm < M)
+
+
+@_jit
+def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, Amax, Aidx, M, N, L, V, sxm, sym, sk0, sk1, sk2, sv0, sv1, sv2,
                  K: tl.constexpr, C: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 ACT: tl.constexpr, TO_CACHE: tl.constexpr, BLOCK_M: tl.constexpr,
+                 ACT: tl.constexpr, TO_CACHE: tl.constexpr, ARGMAX: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
                  DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
-    """Program (column block, row block): act(x @ w.T + b) -> Y, or q/k/v (TO_CACHE); x is layer-normed."""
+    """Program (column block, row block): act(x @ w.T + b) -> Y, or q/k/v (TO_CACHE), or per-row argmax
+    partials (ARGMAX); x is layer-normed."""
     if USE_PDL:                    # launched early (PDL): wait for the previous kernel's results
         gdc_launch_dependents()
         gdc_wait()
@@ -165,6 +178,8 @@ def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, M, N, L, sxm, sym, sk0, sk1,
         acc = acc * tl.sigmoid(2.0 * u)
     if TO_CACHE:
         _store_qkv(acc, Y, Kc, Vc, Slots, Pos, rm, rn, M, L, sym, sk0, sk1, sk2, sv0, sv1, sv2, C, D)
+    elif ARGMAX:
+        _argmax_epilogue(acc, Y, Amax, Aidx, rm, rn, M, V, tl.program_id(0), tl.num_programs(0))
     else:
         ok = (rm[:, None] < M) & (rn[None, :] < N)
         tl.store(Y + rm[:, None] * sym + rn[None, :], acc.to(Y.dtype.element_ty), mask=ok)
@@ -260,13 +275,14 @@ def _cache_args(cache, y) -> tuple:
     return (*cache, kc.shape[2], (*kc.stride()[:3], *vc.stride()[:3]))
 
 
-def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, pdl=False) -> None:
-    """cache: None, or (k_cache, v_cache, slots, pos, C, D) for the TO_CACHE epilogue."""
+def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, argmax=None, pdl=False) -> None:
+    """cache: None, or (k_cache, v_cache, slots, pos, C, D) for the TO_CACHE epilogue; argmax: None, or
+    (amax, aidx, V) for the ARGMAX epilogue ((M, column blocks) each; y only gives the logits' dtype)."""
     M, K = x.shape
     if M == 1 and not cfg.use_dot:                        # one row: weights fetched before the wait
         from .gemv import STORE, TO_CACHE, launch_gemv
         launch_gemv(x, w, y, cfg, TO_CACHE if cache is not None else STORE, ln=(ln_w, ln_b), eps=eps, b=b,
-                    act=act, cache=cache, pdl=pdl)
+                    act=act, cache=cache, argmax=argmax, pdl=pdl)
         return
     xn = torch.empty_like(x)                              # several rows: layer norm first, once per row
     KP = _pow2(K)
@@ -275,10 +291,12 @@ def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, pdl=F
                                           K=K, KP=KP, BLOCK_M=rows, num_warps=4, **_pdl(pdl))
     N = w.shape[0]
     kc, vc, slots, pos, C, D, L, strides = _cache_args(cache, y)
+    amax, aidx, V = argmax if argmax is not None else (y, y, 0)
     grid = (_cdiv(N, cfg.block_n), _cdiv(M, cfg.block_m))
     _proj_kernel[grid](
-        xn, w, b if b is not None else w, y, kc, vc, slots, pos, M, N, L, xn.stride(0), y.stride(0), *strides,
-        K=K, C=C, D=D, HAS_BIAS=b is not None, ACT=act, TO_CACHE=cache is not None,
+        xn, w, b if b is not None else w, y, kc, vc, slots, pos, amax, aidx, M, N, L, V, xn.stride(0), y.stride(0),
+        *strides, K=K, C=C, D=D, HAS_BIAS=b is not None, ACT=act, TO_CACHE=cache is not None,
+        ARGMAX=argmax is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, USE_DOT=cfg.use_dot,
         DOT_PREC=_dot_prec(w), num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))
 
