@@ -55,6 +55,7 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
     "attn64_w2": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2) if M > 8 else c),
     "attn64_b128_w8": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=128, num_warps=8) if M > 8 else c),
     "attn_noprefetch": (None, None),                        # attention.PREFETCH off (see variant())
+    "gemv1": (None, None),                                  # config.GEMV_ROWS = 1 (see variant())
     "r64_qkv_16x64": (lambda k, M, N, K, c: dataclasses.replace(c, block_n=64) if 16 < M < 128 and N == 3 * K else c,
                       None),
     "r64_qkv_32x32": (lambda k, M, N, K, c: dataclasses.replace(c, block_m=32) if 16 < M < 128 and N == 3 * K else c,
@@ -115,15 +116,19 @@ def variant(name: str):
         cfg_mod._matmul_config = lambda kind, M, N, K: mm(kind, M, N, K, MATMUL(kind, M, N, K))
     if at is not None:
         attn_mod.attention_config = lambda M, H, L: at(M, H, L, ATTENTION(M, H, L))
-    prefetch = getattr(attn_mod, "PREFETCH", None)
+    prefetch, rows = getattr(attn_mod, "PREFETCH", None), getattr(cfg_mod, "GEMV_ROWS", None)
     if "noprefetch" in name:
         attn_mod.PREFETCH = False
+    if name == "gemv1":                                     # gemv.py for one row only (tl.dot from 2 rows)
+        cfg_mod.GEMV_ROWS = 1
     try:
         yield
     finally:
         cfg_mod._matmul_config, attn_mod.attention_config = MATMUL, ATTENTION
         if prefetch is not None:
             attn_mod.PREFETCH = prefetch
+        if rows is not None:
+            cfg_mod.GEMV_ROWS = rows
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -249,7 +254,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--replays", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="comma list: decode1, decode64, decode8, xl, prefill (default: all)")
+    ap.add_argument("--only", default="", help="comma list: decode1, decode64, decode8, decode4, decode2, xl, prefill (default: all)")
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
     ap.add_argument("--variants", default="", help="comma list: only these decode variants")
     a = ap.parse_args()
@@ -265,17 +270,20 @@ def main() -> None:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1)
 
-    one = ["base", "vocab_bn8", "vocab_bn32", "vocab_w4", "vocab_w16", "gemv_bn2", "gemv_bn8w8"]
+    one = ["base"]
     decode_plan = [("gpt2", 1, 512, one),
-                   ("gpt2", 64, 512, ["base", "r64_stages4", "r64_st4_bk128", "r64_st5", "all_st4"]),
-                   ("gpt2", 8, 512, ["base", "all_st4"]),
+                   ("gpt2", 64, 512, ["base"]),
+                   ("gpt2", 8, 512, ["base", "gemv1"]),
+                   ("gpt2", 4, 512, ["base", "gemv1"]),
+                   ("gpt2", 2, 512, ["base", "gemv1"]),
                    ("gpt2-xl", 1, 512, one)]
     if a.variants:
         keep = set(a.variants.split(","))
         decode_plan = [(p, B, c, [n for n in names if n in keep]) for p, B, c, names in decode_plan]
     prefill_names = ["base", "all_st4", "pre_st4", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     only = set(filter(None, a.only.split(",")))
-    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "xl")):
+    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "decode4", "decode2",
+                                                           "xl")):
         if only and part not in only and not (part == "decode1" and "prefill" in only):
             continue
         model, k, v = build(preset, 65 if B > 1 else 2, 1024)

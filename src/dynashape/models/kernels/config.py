@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ...errors import DynashapeError
 
 SMS = 132                      # H100 SXM streaming multiprocessors
+GEMV_ROWS = 8                  # up to this many rows: gemv.py (weights in registers, PDL), tl.dot tiles above
 TARGET_PROGRAMS = 2 * SMS      # enough programs in flight to keep every SM's loads busy
 
 
@@ -66,7 +67,7 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     Every tl.dot tile keeps ``STAGES`` loads in flight."""
     wide = N >= 1024                                   # gpt2-xl's width and above
     long_k = kind == "linear_residual" and K >= 4 * N and K >= 1024               # mlp.c_proj
-    if M == 1:                # the one-row kernel of gemv.py holds a (block_n, K) weight slice
+    if M <= GEMV_ROWS:        # gemv.py holds a (block_n, K) weight slice and multiplies it with each row
         bn = 16 if N >= 16384 else 4 if long_k or not wide or kind != "linear_residual" else 2
         return KernelConfig(1, bn, min(256, _pow2(K)), 1, 8 if bn * K > 8192 else 4, 2, False)
     split, S = (4 if long_k else 1), STAGES

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from . import decode_attention, embed, linear_residual, ln_linear, qkv_to_cache
+from . import config as kconfig, decode_attention, embed, linear_residual, ln_linear, qkv_to_cache
 from .greedy import gather_embed, greedy_update, head_argmax
 from .prefill import prefill_attention
 
 
 def fused_decode(model, tok, pos, slots, k, v) -> torch.Tensor:
     """tok, pos, slots (B,); k, v lists of per-layer caches (n_slots, H, L, D) -> logits (B, V)."""
-    # PDL pays at one row (the weight-first GEMVs overlap the previous kernel's tail: 0.34 -> 0.26 ms per
-    # token on an H100); with 64 rows the early-launched programs only crowd the tl.dot kernels (1.10 -> 1.47)
-    pdl = model.pdl and tok.shape[0] == 1
+    pdl = _pdl(model, tok.shape[0])
     x = embed(tok, pos, model.wte.weight, model.wpe.weight, pdl=pdl)             # (B, C)
     return _head(model, _layers(model, x, pos, slots, k, v, pdl), pdl)
 
@@ -30,13 +28,20 @@ def fused_decode_greedy(model, rows, tok_state, pos_state, last_pos: int, k, v, 
     """One greedy step in place (greedy.py): the rows' tokens and positions from the slot state, the
     argmax token to out (B,) and to the state, positions + 1. Two launches instead of ~10 ops around
     the layers, and the vocabulary projection keeps only its blocks' argmax partials."""
-    pdl = model.pdl and rows.shape[0] == 1
+    pdl = _pdl(model, rows.shape[0])
     pos = torch.empty_like(rows)
     x = gather_embed(rows, tok_state, pos_state, last_pos, model.wte.weight, model.wpe.weight, pos, pdl=pdl)
     x = _layers(model, x, pos, rows, k, v, pdl)
     amax, aidx = head_argmax(x, model.ln_f.weight, model.ln_f.bias, model.config.layer_norm_epsilon,
                              _head_weight(model), model.config.vocab_size, pdl=pdl)
     greedy_update(amax, aidx, rows, pos, tok_state, pos_state, out, pdl=pdl)
+
+
+def _pdl(model, M: int) -> bool:
+    """PDL pays on gemv.py's rows (the weight-first GEMVs overlap the previous kernel's tail: 0.34 -> 0.26
+    ms per token at batch 1 on an H100); with 64 rows the early-launched programs only crowd the tl.dot
+    kernels (1.10 -> 1.47)."""
+    return model.pdl and M <= kconfig.GEMV_ROWS
 
 
 def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:

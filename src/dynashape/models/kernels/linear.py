@@ -258,6 +258,12 @@ def _embed_kernel(Tok, Pos, Rows, PosOut, Wte, Wpe, Y, last_pos, C, s_te, s_pe, 
 
 
 # ---- launchers ------------------------------------------------------------------------------------
+def gemv_rows(M: int, cfg) -> bool:
+    """gemv.py's kernel runs M rows: one-row programs (block_m 1, no tl.dot), at most GEMV_ROWS rows."""
+    from . import config
+    return not cfg.use_dot and cfg.block_m == 1 and M <= config.GEMV_ROWS
+
+
 def _dot_prec(w: torch.Tensor) -> str:
     return "ieee" if w.dtype == torch.float32 else "tf32"      # fp32 stays exact; fp16/bf16 ignore it
 
@@ -279,7 +285,7 @@ def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, argma
     """cache: None, or (k_cache, v_cache, slots, pos, C, D) for the TO_CACHE epilogue; argmax: None, or
     (amax, aidx, V) for the ARGMAX epilogue ((M, column blocks) each; y only gives the logits' dtype)."""
     M, K = x.shape
-    if M == 1 and not cfg.use_dot:                        # one row: weights fetched before the wait
+    if gemv_rows(M, cfg):                                 # a few rows: weights fetched before the wait
         from .gemv import STORE, TO_CACHE, launch_gemv
         launch_gemv(x, w, y, cfg, TO_CACHE if cache is not None else STORE, ln=(ln_w, ln_b), eps=eps, b=b,
                     act=act, cache=cache, argmax=argmax, pdl=pdl)
@@ -343,10 +349,10 @@ def linear_residual(h, w, b, residual, out=None, config=None, pdl=False) -> torc
     check(y.shape == (M, N) and y.stride(1) == 1, f"out must be ({M}, {N}) with a contiguous last dim")
     cfg = as_config(config, default_config("linear_residual", M, N, K))
     bias = b if b is not None else w
-    if M == 1 and not cfg.use_dot:                        # one row: weights fetched before the wait
+    if gemv_rows(M, cfg):                                 # a few rows: weights fetched before the wait
         from .gemv import PARTIAL, RESIDUAL, launch_gemv
         split = cfg.split
-        part = torch.empty(split, 1, N, dtype=torch.float32, device=h.device) if split > 1 else y
+        part = torch.empty(split, M, N, dtype=torch.float32, device=h.device) if split > 1 else y
         launch_gemv(h, w, part, cfg, PARTIAL if split > 1 else RESIDUAL, b=b, residual=residual, split=split,
                     pdl=pdl)
     else:
