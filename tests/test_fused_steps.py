@@ -85,7 +85,7 @@ def check_greedy_update(M, dtype):
     x = (torch.randn(1, K, generator=g) + 0.1 * torch.randn(M, K, generator=g)).to(dt)   # rows alike
     ln_w, ln_b = torch.ones(K, dtype=dt), torch.zeros(K, dtype=dt)
     u = torch.nn.functional.layer_norm(x[:1].float(), (K,))[0]                          # > 0 against every row
-    rows, pos = torch.tensor([4, 0, 2][:M]), torch.tensor([7, 0, 30][:M])
+    rows, pos = torch.tensor([4, 0, 2][:M]), torch.tensor([7, 0, 30][:M])                # distinct slots
     for ties, want in (((3000, 130, 131), 130), ((V - 1,), V - 1), ((), 0)):
         w = torch.randn(V + 40, K, generator=g) * 0.01 if ties else torch.zeros(V + 40, K)
         w[V:] = u * 10.0                                                  # padding columns: never read
@@ -110,16 +110,17 @@ def torch_greedy_step(model):
     return step
 
 
-def check_fused_greedy_step(dtype):
-    """Greedy steps on the fused kernels against the torch decode + argmax: tokens, slot state, cache;
-    a padding row on the scratch slot, and a row held at last_pos."""
+def check_fused_greedy_step(dtype, B):
+    """Greedy steps of B rows on the fused kernels (2 rows: gemv.py; 4: tl.dot tiles) against the torch
+    decode + argmax: tokens, slot state, cache; a padding row on the scratch slot, and (4 rows) a row
+    held at last_pos."""
     dt = getattr(torch, dtype)
     models = tiny_pair(2, dtype, kernels="fused")
     g = torch.Generator().manual_seed(2)
     caches = [m.new_cache(6, 24) for m in models]
     idx = torch.randint(0, 1000, (3, 9), generator=g)
     last, slots = torch.tensor([8, 3, 5]), torch.tensor([4, 1, 2])
-    rows = torch.tensor([4, 1, 2, 5])                                    # slot 5: scratch (padding row)
+    rows = torch.tensor([4, 1, 2, 5])[-B:]                               # slot 5: scratch (padding row)
     states = []
     with torch.no_grad():
         for m, (k, v) in zip(models, caches):
@@ -129,9 +130,9 @@ def check_fused_greedy_step(dtype):
             pos[1] = 20                                                   # held at last_pos = 20 from here
             outs = []
             for _ in range(4):
-                out = torch.zeros(4, dtype=torch.long)
+                out = torch.zeros(B, dtype=torch.long)
                 (m.decode_greedy if m.kernels == "fused" else torch_greedy_step(m))(rows, tok, pos, 20, k, v, out)
-                outs.append(out[:3].tolist())
+                outs.append(out[:-1].tolist())
             states.append((outs, tok[:5].tolist(), pos[:5].tolist()))
     assert states[1] == states[0], f"fused {states[1]} != torch {states[0]}"
     for layer in range(len(caches[0][0])):
@@ -155,13 +156,13 @@ def test_fused_prefill(interpreted, request, dtype):
     interpreted.assert_passed(request.node)
 
 
-@pytest.mark.parametrize("M,dtype", [(1, "float16"), (3, "float32")])   # the one-row kernel and tl.dot tiles
+@pytest.mark.parametrize("M,dtype", [(1, "float16"), (2, "float32"), (3, "float32")])   # gemv.py; tl.dot tiles
 def test_greedy_update(interpreted, request, M, dtype):
     interpreted.assert_passed(request.node)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_fused_greedy_step(interpreted, request, dtype):
+@pytest.mark.parametrize("dtype,B", [("float32", 4), ("float16", 4), ("float16", 2)])
+def test_fused_greedy_step(interpreted, request, dtype, B):
     interpreted.assert_passed(request.node)
 
 

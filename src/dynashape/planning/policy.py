@@ -98,7 +98,7 @@ def rule_decode_kernels(ctx: RuntimeCtx) -> Finding:
     attn = ("split-KV Triton attention that reads each row only to its own length" if p.runtime.attention == "kernel"
             else "masked matmul attention over the cache row")
     layers = ("dynashape's fused Triton kernels (5 launches per layer, cache write fused into the QKV projection"
-              + (", batch-1 steps chained by programmatic dependent launch on Hopper GPUs" if p.runtime.pdl else "")
+              + (", steps of 1-2 rows chained by programmatic dependent launch on Hopper GPUs" if p.runtime.pdl else "")
               + ")"
               if p.runtime.kernels == "fused" else "PyTorch ops" + (" compiled by " + s.backend
                                                                     if s.backend != "eager" else ""))

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from ...errors import DynashapeError
 
 SMS = 132                      # H100 SXM streaming multiprocessors
-GEMV_ROWS = 8                  # up to this many rows: gemv.py (weights in registers, PDL), tl.dot tiles above
+# Up to this many rows gemv.py (weights in registers, each row after the other, PDL), tl.dot tiles above.
+# Same-run A/B on an H100 (bench/results/h100_decode_ab8_gpt2_fp16.json), gemv.py vs tl.dot per step:
+# 2 rows 0.285 vs 0.446 ms, 4 rows 0.462 vs 0.471, 8 rows 0.961 vs 0.514 (the rows' reductions queue up).
+GEMV_ROWS = 2
 TARGET_PROGRAMS = 2 * SMS      # enough programs in flight to keep every SM's loads busy
 
 
@@ -54,7 +57,7 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     h100_kernel_sweep2_gpt2_fp16.json after the several-row layer norm moved into its own kernel;
     CUDA-graph replays, fp16).
 
-    One row (M = 1): multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
+    Up to GEMV_ROWS rows: gemv.py, multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
     QKV, each streaming a few KB of weight; 2 for gpt2-xl's C x C projection: 3.22 -> 2.75 us); the
     vocabulary projection (N = 50304) prefers 16 columns. mlp.c_proj (K = 4C) takes 4 columns, 8 warps
     and no K split: in the PDL chain its weights stream before the wait, and the split's reduce kernel

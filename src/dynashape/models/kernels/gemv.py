@@ -1,4 +1,4 @@
-"""Decode projections for up to ``GEMV_ROWS`` rows (decode at batch <= 8), with the weights fetched
+"""Decode projections for up to ``GEMV_ROWS`` rows (decode at batch 1 and 2), with the weights fetched
 before the previous kernel ends.
 
 At batch 1 a decode step is ~75 small kernels of 1-5 MB each; launched one after another, each pays
