@@ -484,3 +484,12 @@ def test_compile_json_says_how_it_was_made(capsys, tmp_path):
     data = json.loads(out)
     assert data["command"] == "dynashape compile random:tiny " + " ".join(ENGINE_ARGS) + f" -o {out_dir} --json"
     assert data["engine"] == str(out_dir) and data["reload_s"] > 0
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_steps_per_graph_below_one_is_refused(capsys, tmp_path, value):
+    """Not clamped to 1 in silence: the planner refuses it with the flag to use."""
+    out_dir = tmp_path / "e"
+    assert_user_error(*run_main(capsys, "compile", "random:tiny", "--seq", "1:32", "--steps-per-graph", value,
+                                "-o", out_dir), f"--steps-per-graph {value}", "--steps-per-graph 8")
+    assert not out_dir.exists()

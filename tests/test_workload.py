@@ -143,8 +143,11 @@ def test_plan_for_workload_keeps_today_flags(tmp_path):
     (["nowhere/engine-dir"], "could not read the config"),
     (["random:tiny", "--seq", "1:2048"], "n_positions"),
     (["random:tiny", "--backend", "onnx"], "--backend eager, inductor or aoti"),
+    (["EMPTY_DIR", "--seq", "1:64"], "--seq is for a model"),            # an engine keeps its own plan
+    (["EMPTY_DIR", "--batch", "1:4"], "--batch is for a model"),
+    (["EMPTY_DIR", "--backend", "inductor"], "--backend is for a model"),
 ])
 def test_serve_cli_refusals(capsys, tmp_path, args, needle):
     if args[0] == "EMPTY_DIR":
-        args = [str(tmp_path)]
+        args = [str(tmp_path), *args[1:]]
     assert_user_error(*run_main(capsys, "serve", *args), needle)

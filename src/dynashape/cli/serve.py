@@ -42,10 +42,12 @@ def run_serve(args) -> int:
     from ..serve.source import EngineSource
 
     _check_flags(args)
-    source = EngineSource(args.target, args.seq, args.batch, args.backend, args.device, args.dtype)
-    if source.is_engine and args.seq is not None:
-        raise DynashapeError(f"--seq is for a model; {args.target} is an engine with its own plan.",
-                             "drop --seq, or rebuild the engine with the range you need.")
+    source = EngineSource(args.target, args.seq, args.batch or "1:8", args.backend or "eager", args.device, args.dtype)
+    given = [flag for flag, value in (("--seq", args.seq), ("--batch", args.batch), ("--backend", args.backend))
+             if value is not None]
+    if source.is_engine and given:
+        raise DynashapeError(f"{given[0]} is for a model; {args.target} is an engine with its own plan.",
+                             f"drop {given[0]}, or rebuild the engine with the {given[0][2:]} you need.")
     facts = source.check()
     settings = ServeSettings(model_name=args.model_name, aliases=facts.aliases, max_queue=args.max_queue,
                              log_requests=args.log_requests)

@@ -42,6 +42,9 @@ def rule_graphs(ctx: RuntimeCtx) -> Finding:
     if s.backend not in BACKENDS:
         return Finding("graphs", "REFUSED", f"unknown backend {s.backend!r}.",
                        "use --backend auto, " + ", ".join(BACKENDS))
+    if s.steps_per_graph < 1:
+        return Finding("graphs", "REFUSED", f"--steps-per-graph {s.steps_per_graph} is below 1.",
+                       "--steps-per-graph 8 (decode steps per CUDA graph replay)")
     if s.backend not in GENERATION_BACKENDS:
         p.runtime.kind = "forward"
         p.graphs = {"forward": list(p.inputs)}
