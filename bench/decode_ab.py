@@ -78,7 +78,8 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
     "pre_st4": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=4) if M >= 128 else c, None),
     "r64_stages4": (lambda k, M, N, K, c: dataclasses.replace(c, num_stages=4) if 16 < M < 128 and N < 16384 else c,
                     None),
-    "vocab_bn8": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=8, num_warps=4) if N >= 16384 else c), None),
+    "vocab_bn8": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=8, num_warps=4) if N >= 16384 else c),
+                  None),
     "vocab_bn32": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=32, num_warps=8) if N >= 16384 else c),
                    None),
     "vocab_w4": (one_row(lambda k, N, K, c: dataclasses.replace(c, num_warps=4) if N >= 16384 else c), None),
@@ -254,7 +255,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--replays", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="comma list: decode1, decode64, decode8, decode4, decode2, xl, prefill (default: all)")
+    ap.add_argument("--only", default="",
+                    help="comma list: decode1, decode64, decode8, decode4, decode2, xl, prefill (default: all)")
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
     ap.add_argument("--variants", default="", help="comma list: only these decode variants")
     a = ap.parse_args()

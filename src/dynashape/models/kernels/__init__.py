@@ -2,12 +2,14 @@
 
 A decoder layer's decode work in five kernels instead of ~12: ``qkv_to_cache`` (ln_1 + QKV + KV-cache
 write), ``decode_attention`` (split-KV), ``linear_residual`` (attn.c_proj + residual), ``ln_linear``
-(ln_2 + c_fc + GELU), ``linear_residual`` (mlp.c_proj + residual); the split ones add a small combine
-launch (5..8 launches). Plus ``embed`` before the first layer and ``ln_linear`` (ln_f + lm_head) after. Each kernel reads
-its weights once, grids depend on shapes only, and nothing syncs with the host: CUDA-graph capturable.
-A greedy step adds ``gather_embed``, ``head_argmax`` and ``greedy_update`` (``greedy.py``: the slot state read and
-written on the device, the argmax in one launch). The prefill runs the same projections over every
-prompt position, with ``prefill_attention`` (``prefill.py``) reading the cache they wrote.
+(ln_2 + c_fc + GELU), ``linear_residual`` (mlp.c_proj + residual); a split attention adds a combine
+launch, several rows their LayerNorm kernels and mlp.c_proj's K-split reduce (6..8 launches). Plus
+``embed`` before the first layer and ``ln_linear`` (ln_f + lm_head) after. Each kernel reads its
+weights once, grids depend on shapes only, and nothing syncs with the host: CUDA-graph capturable.
+A greedy step uses ``gather_embed``, ``head_argmax`` and ``greedy_update`` (``greedy.py``: the slot
+state read and written on the device, the argmax from the vocabulary projection's block partials).
+The prefill runs the same projections over every prompt position, with ``prefill_attention``
+(``prefill.py``) reading the cache they wrote.
 
 Triton is optional: without it this package imports, ``available`` says False, and the kernels raise
 ``KernelError``. ``TRITON_INTERPRET=1`` (set before triton is first imported) runs them on CPU tensors.

@@ -57,8 +57,8 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     h100_kernel_sweep2_gpt2_fp16.json after the several-row layer norm moved into its own kernel;
     CUDA-graph replays, fp16).
 
-    Up to GEMV_ROWS rows: gemv.py, multiply-and-sum in registers, narrow column tiles (4 columns: ~600 programs for
-    QKV, each streaming a few KB of weight; 2 for gpt2-xl's C x C projection: 3.22 -> 2.75 us); the
+    Up to GEMV_ROWS rows: gemv.py, multiply-and-sum in registers, narrow column tiles (4 columns: ~600
+    programs for QKV, each streaming a few KB of weight; 2 for gpt2-xl's C x C projection: 3.22 -> 2.75 us); the
     vocabulary projection (N = 50304) prefers 16 columns. mlp.c_proj (K = 4C) takes 4 columns, 8 warps
     and no K split: in the PDL chain its weights stream before the wait, and the split's reduce kernel
     cost more than it saved (bench/results/h100_decode_ab_gpt2_fp16.json, same-run A/B: gpt2 0.239 ->

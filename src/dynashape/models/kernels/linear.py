@@ -23,6 +23,7 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 
 import torch
 
+from . import config as _config
 from .config import KernelError, _cdiv, _pow2, as_config, default_config
 
 try:
@@ -260,8 +261,7 @@ def _embed_kernel(Tok, Pos, Rows, PosOut, Wte, Wpe, Y, last_pos, C, s_te, s_pe, 
 # ---- launchers ------------------------------------------------------------------------------------
 def gemv_rows(M: int, cfg) -> bool:
     """gemv.py's kernel runs M rows: one-row programs (block_m 1, no tl.dot), at most GEMV_ROWS rows."""
-    from . import config
-    return not cfg.use_dot and cfg.block_m == 1 and M <= config.GEMV_ROWS
+    return not cfg.use_dot and cfg.block_m == 1 and M <= _config.GEMV_ROWS
 
 
 def _dot_prec(w: torch.Tensor) -> str:
