@@ -81,12 +81,12 @@ def check_greedy_update(M, dtype):
     from dynashape.models.kernels import greedy_update, head_argmax, ln_linear
     dt = getattr(torch, dtype)
     g = torch.Generator().manual_seed(M)
-    V, K = 9000, 64
+    V, K = 700, 64                                                        # 44 column blocks of 16, 11 of 64
     x = (torch.randn(1, K, generator=g) + 0.1 * torch.randn(M, K, generator=g)).to(dt)   # rows alike
     ln_w, ln_b = torch.ones(K, dtype=dt), torch.zeros(K, dtype=dt)
     u = torch.nn.functional.layer_norm(x[:1].float(), (K,))[0]                          # > 0 against every row
     rows, pos = torch.tensor([4, 0, 2][:M]), torch.tensor([7, 0, 30][:M])                # distinct slots
-    for ties, want in (((3000, 130, 131), 130), ((V - 1,), V - 1), ((), 0)):
+    for ties, want in (((300, 130, 131), 130), ((V - 1,), V - 1), ((), 0)):  # 130, 131: one block; 300 another
         w = torch.randn(V + 40, K, generator=g) * 0.01 if ties else torch.zeros(V + 40, K)
         w[V:] = u * 10.0                                                  # padding columns: never read
         for c in ties:
