@@ -88,6 +88,11 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
                          if N < 16384 else c), None),
     "gemv_bn8w8": (one_row(lambda k, N, K, c: dataclasses.replace(c, block_n=8, num_warps=8) if N < 16384 else c),
                    None),
+    "attn64_b256_w8": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=256, num_warps=8) if M > 8 else c),
+    "attn64_b128_w2": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2) if M > 8 else c),
+    "attn64_b128_w1": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=1) if M > 8 else c),
+    "attn64_w2_s2": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2, split=2) if M > 8 else c),
+    "attn_w2_rows": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2) if M > 1 else c),
     "attn64_b128_noprefetch": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=128) if M > 8 else c),
     "attn64_b64": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64) if M > 8 else c),
 }
@@ -274,9 +279,9 @@ def main() -> None:
 
     one = ["base"]
     decode_plan = [("gpt2", 1, 512, one),
-                   ("gpt2", 64, 512, ["base"]),
-                   ("gpt2", 8, 512, ["base", "gemv1"]),
-                   ("gpt2", 4, 512, ["base", "gemv1"]),
+                   ("gpt2", 64, 512, ["base", "attn64_b128_w2", "attn64_b128_w1", "attn64_w2_s2"]),
+                   ("gpt2", 8, 512, ["base", "attn_w2_rows"]),
+                   ("gpt2", 4, 512, ["base", "attn_w2_rows"]),
                    ("gpt2", 2, 512, ["base", "gemv1"]),
                    ("gpt2-xl", 1, 512, one)]
     if a.variants:

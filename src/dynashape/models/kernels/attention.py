@@ -39,12 +39,14 @@ def attention_config(M: int, H: int, L: int) -> KernelConfig:
     split, 4 warps. In between: enough splits for ~2 programs per SM over M * H (row, head) pairs.
     Above 8 rows 128-position blocks: with the next block prefetched (PREFETCH) the batch-64 step went
     0.954 -> 0.925 ms, 46 -> 43 us per layer by ncu (64-position blocks: 0.987; same-run A/Bs,
-    bench/results/h100_decode_ab3_*.json, h100_decode_ab4_gpt2_fp16.json)."""
+    bench/results/h100_decode_ab3_*.json, h100_decode_ab4_gpt2_fp16.json). On the tl.dot rows (M > 2) 2 warps a
+    program (more programs resident): batch 64 0.903 -> 0.887 ms, 8 rows 0.516 -> 0.502, 4 rows 0.473 -> 0.466
+    (h100_decode_ab10/ab11_gpt2_fp16.json; 1 warp: 2.8 ms)."""
     block = max(16, min(32 if M == 1 else 64 if M <= 8 else 128, _pow2(L)))
     split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block), 32))
     if M * H >= 512:
         split = 1
-    return KernelConfig(block_m=1, block_n=1, block_k=block, split=split, num_warps=4, num_stages=2)
+    return KernelConfig(block_m=1, block_n=1, block_k=block, split=split, num_warps=2 if M > 2 else 4, num_stages=2)
 
 
 @_jit
