@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import weakref
 from pathlib import Path
 
 from .sidecar import copy_missing
@@ -39,10 +38,8 @@ def _bind(model) -> Runners:
 def build(plan, settings, model=None, program=None, hf_model=None) -> Runners:
     runners = _bind(model)
     if plan.runtime.kernels == "fused":
-        # compile the kernels into a folder of our own, so the engine can carry exactly them; build_engine
-        # restores the variable after its warm-up, and the folder goes with the runners (or at exit)
+        # compile the kernels into a folder of our own, so the engine can carry exactly them
         runners.triton_cache = tempfile.mkdtemp(prefix="dynashape-triton-")
-        weakref.finalize(runners, shutil.rmtree, runners.triton_cache, ignore_errors=True)
         os.environ["TRITON_CACHE_DIR"] = runners.triton_cache
     return runners
 
