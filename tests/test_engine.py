@@ -156,3 +156,20 @@ def test_reference_model_holds_the_engine_weights(tiny, engine):
     with torch.no_grad():
         torch.testing.assert_close(engine.reference_model()(input_ids=ids).logits, tiny.model(input_ids=ids).logits,
                                    atol=0, rtol=0)
+
+
+def test_loaded_weights_start_on_16_byte_boundaries(engine, tmp_path):
+    """safetensors hands out views packed back to back (this file's second tensor starts 6 bytes in); a
+    loaded engine's weights are 16-byte aligned like the build's, so Triton's kernels specialize alike."""
+    from safetensors.torch import load_file, save_file
+
+    from dynashape.engine.engine import aligned
+    save_file({"a": torch.ones(3, dtype=torch.float16), "b": torch.arange(8, dtype=torch.float16)}, tmp_path / "t.st")
+    b = load_file(tmp_path / "t.st")["b"]
+    assert b.data_ptr() % 16 != 0                                # the packing this guards against
+    c = aligned(b)
+    assert c.data_ptr() % 16 == 0 and torch.equal(c, b) and aligned(c) is c
+    engine.save(tmp_path / "eng")
+    loaded = Engine.load(tmp_path / "eng")
+    assert all(p.data_ptr() % 16 == 0 for p in loaded.model.parameters())
+    assert loaded.generate([[5, 6, 7]], 6, ignore_eos=True) == engine.generate([[5, 6, 7]], 6, ignore_eos=True)

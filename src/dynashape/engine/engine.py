@@ -178,8 +178,17 @@ def _load_graph_inputs(directory: Path, plan: ShapePlan, hf_config: dict, settin
     fam = family_for(hf_config.get("model_type", "gpt2"))
     cfg = fam.config_from_json(json.loads((directory / MODEL_CONFIG).read_text()))
     state = load_file(str(directory / WEIGHTS), device=str(settings.device))
-    model = fam.Model.from_state(cfg, state, dtype=parse_dtype(settings.dtype))
+    model = fam.Model.from_state(cfg, {k: aligned(t) for k, t in state.items()}, dtype=parse_dtype(settings.dtype))
     return configure(model, plan), None
+
+
+def aligned(t: torch.Tensor, to: int = 16) -> torch.Tensor:
+    """``t``, or a copy of it where its data does not start on a ``to``-byte boundary. safetensors packs
+    tensors back to back, so a loaded weight can start at any multiple of its element size, while the
+    build's weights were allocations of their own; Triton specializes its kernels on 16-byte aligned
+    pointers (and loads 16 bytes at a time only from them), so a loaded engine must see the build's
+    alignment to run the kernels the build compiled and shipped."""
+    return t if t.data_ptr() % to == 0 else t.clone()
 
 
 def configure(model, plan: ShapePlan):
