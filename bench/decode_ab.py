@@ -7,6 +7,8 @@ the lean GPT-2 (random weights, fp16) at one batch and cache length, and reports
 time over replays next to the bytes floor (weights once + the K/V in use, at the copy bandwidth
 measured in the same run). Prefill variants time one prompt's prefill the same way. A kernel-class
 profile of the batch-64 step (no PDL there, so kernel times add up) tells where its time goes.
+DYNASHAPE_SRC=TREE runs another source tree (a baseline, e.g. a ``git archive`` of an older commit,
+in another process on the same machine); the tree must have ``runtime.graphs.capture``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
 from dynashape.models.kernels import attention as attn_mod, config as cfg_mod  # noqa: E402
 from dynashape.models.load import PRESETS  # noqa: E402
+from dynashape.runtime.graphs import capture  # noqa: E402
 
 MATMUL, ATTENTION = cfg_mod._matmul_config, attn_mod.attention_config
 
@@ -151,27 +154,24 @@ def build(preset: str, n_slots: int, L: int):
     return model, k, v
 
 
-def timed_graph(body, replays: int) -> float:
-    """Median ms of one replay of ``body`` captured in a CUDA graph (warmed up first)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        body()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        body()
+def median_ms(run, replays: int) -> float:
+    """Median ms of ``run()`` between two CUDA events, after three unmeasured calls."""
     for _ in range(3):
-        g.replay()
+        run()
     times = []
     for _ in range(replays):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        g.replay()
+        run()
         b.record()
         b.synchronize()
         times.append(a.elapsed_time(b))
     return statistics.median(times)
+
+
+def timed_graph(body, replays: int) -> float:
+    """Median ms of one replay of ``body`` captured in a CUDA graph (warmed up first)."""
+    return median_ms(capture(body).replay, replays)
 
 
 def decode_case(model, k, v, B: int, ctx: int, steps: int, replays: int) -> float:
@@ -267,7 +267,8 @@ def main() -> None:
     a = ap.parse_args()
     t_end = time.time() + a.budget_s
     gbps = copy_gbps(torch.device("cuda"))
-    res = {"command": "PYTHONPATH=src python3 bench/decode_ab.py " + " ".join(sys.argv[1:]),
+    tree = f"DYNASHAPE_SRC={os.environ['DYNASHAPE_SRC']} " if os.environ.get("DYNASHAPE_SRC") else ""
+    res = {"command": f"{tree}PYTHONPATH=src python3 bench/decode_ab.py " + " ".join(sys.argv[1:]),
            "machine": machine_facts(torch.device("cuda"), "float16"), "copy_gbps": gbps, "decode": [], "prefill": [],
            "note": "CUDA-graph replays of `steps` greedy steps (lean GPT-2, random fp16 weights, fused kernels, "
                    "PDL at batch 1); ms per step: median over interleaved rounds of the median of replays; "

@@ -16,7 +16,9 @@ import time
 import torch
 
 sys.path.insert(0, "src")
+sys.path.insert(0, "bench")
 import dynashape  # noqa: E402
+from decode_ab import median_ms  # noqa: E402
 from dynashape.runtime.graphs import GraphSet  # noqa: E402
 
 
@@ -52,17 +54,9 @@ def main() -> None:
             rows.append((t.ttft_ms, (marks["enter"] - t0) * 1e3, (marks["launched"] - t0) * 1e3))
         graphs = engine.generator.graphs
         entry = next(e for key, e in graphs.entries.items() if key[0] == "prefill" and key[2] == graphs.prefill_len(L))
-        times = []
-        for _ in range(20):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            entry.run()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e))
         med = lambda i: round(statistics.median(r[i] for r in rows), 4)  # noqa: E731
         case = dict(prompt_len=L, padded_to=graphs.prefill_len(L), ttft_ms=med(0), host_to_prefill_ms=med(1),
-                    host_to_launched_ms=med(2), prefill_graph_ms=round(statistics.median(times), 4))
+                    host_to_launched_ms=med(2), prefill_graph_ms=round(median_ms(entry.run, 20), 4))
         print(case, flush=True)
         res["cases"].append(case)
     with open(a.out, "w") as f:

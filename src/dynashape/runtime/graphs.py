@@ -21,6 +21,20 @@ def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
+def capture(body, pool=None) -> torch.cuda.CUDAGraph:
+    """Run ``body`` once on a side stream (compilation, autotuning and library workspaces stay out of the
+    graph), then capture it into a CUDA graph (from ``pool`` when given)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        body()
+    return graph
+
+
 class GraphSet:
     def __init__(self, gen, prefill_fn, decode_fn, greedy_fn=None):
         self.gen, self.plan, self.policy = gen, gen.plan, gen.policy
@@ -110,18 +124,11 @@ class GraphSet:
         return e
 
     def _capture(self, body, e):
-        """Warm up on the scratch slot (on a side stream), then capture ``body`` into a graph."""
+        """Warm up on the scratch slot, then capture ``body`` into a graph."""
         e.rows.fill_(self.scratch)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            body()
-        e.graph = graph
-        return graph.replay
+        e.graph = capture(body, self.pool)
+        return e.graph.replay
+
 
     def capture_decode(self) -> None:
         """Capture the greedy decode chunks of every planned batch size (single steps, for the ends of
