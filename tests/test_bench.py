@@ -143,3 +143,7 @@ def test_dynashape_bench_profile_from_the_cli(engine_dir, tmp_path, capsys):
     assert cli(args + ["--profile", "0,4"]) != 0
     err = capsys.readouterr().err
     assert "--profile needs BATCH,PROMPT" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    for bad in ("4", "1,4,9"):                                   # one size, or three: not dropped or padded
+        assert cli(args + ["--profile", bad]) != 0
+        err = capsys.readouterr().err
+        assert f"got {bad}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                           prompt_lens=a.prompt_lens, new_tokens=a.new_tokens, systems=a.systems, repeats=a.repeats,
                           budget_s=a.budget_s, out=a.out, command=f"python -m dynashape.bench {text}".strip())
         if a.profile:
-            print(write_profile(s, *(list(a.profile) + [0, 0])[:2]))
+            print(write_profile(s, a.profile))
             return 0
         result = run_bench(s, on_progress=lambda r: write_results(r, s.out + ".json"))
     except DynashapeError as e:

@@ -105,16 +105,18 @@ def profile_decode(engine, batch: int, prompt_len: int, new_tokens: int, seed: i
     return "\n".join(lines)
 
 
-def write_profile(settings, batch: int, prompt_len: int) -> str:
-    """``profile_decode`` of the settings' engine (loaded, or compiled in memory) -> OUT.profile.txt, with
-    its command on the first line; returns the text."""
+def write_profile(settings, sizes) -> str:
+    """``profile_decode`` of the settings' engine (loaded, or compiled in memory) for ``sizes`` = (BATCH,
+    PROMPT) -> OUT.profile.txt, with its command on the first line; returns the text."""
     from ..errors import GenerateError
     from .results import write_text
     from .setup import bench_setup
 
-    if batch < 1 or prompt_len < 1:
-        raise GenerateError(f"--profile needs BATCH,PROMPT of at least 1,1, got {batch},{prompt_len}.",
-                            "use e.g. --profile 1,512.")
+    sizes = list(sizes)
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise GenerateError(f"--profile needs BATCH,PROMPT, two whole numbers of at least 1, got "
+                            f"{','.join(map(str, sizes))}.", "use e.g. --profile 1,512.")
+    batch, prompt_len = sizes
     text = profile_decode(bench_setup(settings)["engine"], batch, prompt_len, settings.new_tokens)
     write_text(settings.out + ".profile.txt", f"# {settings.command}\n{text}\n")
     return text

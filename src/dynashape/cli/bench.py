@@ -37,8 +37,7 @@ def run_bench_command(args) -> int:
     if args.profile:
         from ..bench.report import write_profile
 
-        batch, prompt = (int_list(args.profile, "--profile") + [0, 0])[:2]
-        print(write_profile(s, batch, prompt))
+        print(write_profile(s, int_list(args.profile, "--profile")))
         return 0
     result = run_bench(s, on_progress=lambda r: write_results(r, s.out + ".json"))
     write_results(result, s.out + ".json", s.out + ".png")
