@@ -47,6 +47,15 @@ for stage in "$@"; do
           run ttft_fused 120 python3 bench/ttft_probe.py engines/gpt2 --prompt-lens 7,64,128,512 --out "$OUT/ttft_fused.json"
           run ttft_torch 120 python3 bench/ttft_probe.py engines/gpt2-tprefill --prompt-lens 7,64,128,512 \
             --out "$OUT/ttft_torch.json" ;;
+    ncu) # one greedy decode step under Nsight Compute, per kernel (Firecracker machines: counters readable)
+         M=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+         M=$M,launch__registers_per_thread,launch__occupancy_limit_registers,launch__waves_per_multiprocessor
+         M=$M,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
+         for c in "gpt2 1" "gpt2 64" "gpt2-xl 1"; do
+           n=${c// /_}; cmd="ncu --clock-control none --profile-from-start off --csv --metrics $M python3 bench/ncu_step.py $c"
+           run ncu_$n 200 bash -c "$cmd > /tmp/ncu_$n.csv"
+           run ncu_summary_$n 30 python3 bench/ncu_summary.py /tmp/ncu_$n.csv "$OUT/ncu_$n.json" --command "$cmd"
+         done ;;
     decode_ab) run decode_ab 400 python3 bench/decode_ab.py --out "$OUT/decode_ab.json" --budget-s 330 ;;
     inductor) run compile_inductor 200 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                 --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
