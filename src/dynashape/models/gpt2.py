@@ -20,7 +20,7 @@ slot:
 Decode options (``configure``), exact either way, recorded in the engine's plan:
 ``attention`` "matmul" (masked matmuls over the whole cache row) or "kernel" (the split-KV op of
 ``decode_attention.py``: reads each row only up to its own length); ``kernels`` "torch" or "fused"
-(dynashape's Triton kernels in ``kernels/``: a decoder layer's decode step in 5 launches, the cache
+(dynashape's Triton kernels in ``kernels/``: a decoder layer's decode step in 6 to 8 launches, the cache
 write fused into the QKV projection; GPU only, not traceable by torch.export); ``prefill`` "torch"
 or "fused" (the same kernels over every prompt position, with a causal attention kernel that reads
 the cache the QKV kernel has just written, for prefills of up to ``FUSED_PREFILL_ROWS`` rows = batch x

@@ -35,7 +35,7 @@ def _triton_ok() -> bool:
 
 def rule_graphs(ctx: RuntimeCtx) -> Finding:
     p, s = ctx.plan, ctx.settings
-    p.runtime = RuntimePolicy(backend=s.backend, device=str(s.device), steps_per_graph=max(1, s.steps_per_graph),
+    p.runtime = RuntimePolicy(backend=s.backend, device=str(s.device), steps_per_graph=s.steps_per_graph,
                               vocab_pad=max(1, s.vocab_pad))
     from ..backends import BACKENDS
 
@@ -100,7 +100,7 @@ def rule_decode_kernels(ctx: RuntimeCtx) -> Finding:
     p.runtime.prefill = "fused" if p.runtime.kernels == "fused" and s.fused_prefill else "torch"
     attn = ("split-KV Triton attention that reads each row only to its own length" if p.runtime.attention == "kernel"
             else "masked matmul attention over the cache row")
-    layers = ("dynashape's fused Triton kernels (5 launches per layer, cache write fused into the QKV projection"
+    layers = ("dynashape's fused Triton kernels (6 to 8 launches per layer, cache write fused into the QKV projection"
               + (", steps of 1-2 rows chained by programmatic dependent launch on Hopper GPUs" if p.runtime.pdl else "")
               + ")"
               if p.runtime.kernels == "fused" else "PyTorch ops" + (" compiled by " + s.backend
