@@ -133,6 +133,16 @@ def test_profile_splits_the_prefill_from_the_decode_steps(engine_dir, tmp_path, 
     assert lines[1].startswith("  prefill: 0 kernels") and lines[2].startswith("  decode: 0.0 kernels per step")
 
 
+@pytest.mark.parametrize("args", [["--profile", "x"], ["--batches", "1,a"], ["--bogus"]])
+def test_module_front_end_usage_mistakes_are_one_line(args, capsys, tmp_path):
+    """python -m dynashape.bench: a usage mistake is one line and exit 2 (no usage dump), nothing written."""
+    with pytest.raises(SystemExit) as stop:
+        main(args + ["--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dynashape_bench_profile_from_the_cli(engine_dir, tmp_path, capsys):
     from dynashape.cli.main import main as cli
     out = tmp_path / "cli"

@@ -5,6 +5,19 @@ traceback for these.
 """
 from __future__ import annotations
 
+import argparse
+import sys
+
+EXIT_USAGE = 2
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (no usage dump) and exit code 2 (every front end)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        print(f"error: {message}. Fix: see `{self.prog} --help`.", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
 
 class DynashapeError(Exception):
     """Base class: ``message`` says what is wrong, ``fix`` the exact flag or value that works."""

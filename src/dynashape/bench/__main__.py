@@ -2,10 +2,9 @@
 ``--profile BATCH,PROMPT`` for where one request's decode time goes."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ..errors import DynashapeError
+from ..errors import DynashapeError, UsageParser
 from .generate import BenchSettings, run_bench, write_results
 from .report import format_table, write_profile
 
@@ -16,7 +15,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     d = BenchSettings()
-    p = argparse.ArgumentParser(prog="python -m dynashape.bench", description="generation benchmark")
+    p = UsageParser(prog="python -m dynashape.bench", description="generation benchmark")
     p.add_argument("--target", default=d.target, help="engine directory or model")
     for flag in ("dtype", "device", "backend", "out"):
         p.add_argument(f"--{flag}", default=getattr(d, flag))

@@ -9,17 +9,7 @@ import argparse
 import os
 import sys
 
-from ..errors import DynashapeError
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (no usage dump) and exit code 2."""
-
-    def error(self, message: str):  # noqa: D401 - argparse hook
-        print(f"error: {message}. Fix: see `{self.prog} --help`.", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
+from ..errors import EXIT_USAGE, DynashapeError, UsageParser
 
 
 def _add_plan_args(p: argparse.ArgumentParser, seq_required: bool = True) -> None:
@@ -54,9 +44,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="dynashape", description="Compile GPT-2-family models with dynamic shapes that just work.")
+    ap = UsageParser(prog="dynashape", description="Compile GPT-2-family models with dynamic shapes that just work.")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = ap.add_subparsers(dest="command", parser_class=_Parser)
+    sub = ap.add_subparsers(dest="command", parser_class=UsageParser)
 
     p = sub.add_parser("doctor", help="the plan and every finding, before any compile")
     _add_plan_args(p, seq_required=False)
