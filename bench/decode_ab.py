@@ -98,19 +98,7 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
     "attn_w2_rows": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2) if M > 1 else c),
     "attn64_b128_noprefetch": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=128) if M > 8 else c),
     "attn64_b64": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64) if M > 8 else c),
-    "nocombine": (None, None),                              # attention.COMBINE_IN_PROJECTION off (see variant())
 }
-
-
-def combine_rule(**kw):
-    """The output projection that combines the attention's splits (one or two rows), with other launch fields."""
-    return (lambda k, M, N, K, c: dataclasses.replace(c, **kw) if k == "combine_residual" and M <= 2 else c), None
-
-
-for _name, _kw in {"comb_bn4": dict(block_n=4), "comb_bn8": dict(block_n=8), "comb_bn16": dict(block_n=16),
-                   "comb_bn32": dict(block_n=32), "comb_bn64": dict(block_n=64, num_warps=16),
-                   "comb_w4": dict(num_warps=4), "comb_w16": dict(num_warps=16)}.items():
-    VARIANTS[_name] = combine_rule(**_kw)
 
 
 def rows_rule(bm, bn, bk, warps, stages, split=None):
@@ -138,11 +126,8 @@ def variant(name: str):
     if at is not None:
         attn_mod.attention_config = lambda M, H, L: at(M, H, L, ATTENTION(M, H, L))
     prefetch, rows = getattr(attn_mod, "PREFETCH", None), getattr(cfg_mod, "GEMV_ROWS", None)
-    combine = getattr(attn_mod, "COMBINE_IN_PROJECTION", None)
     if "noprefetch" in name:
         attn_mod.PREFETCH = False
-    if name == "nocombine":
-        attn_mod.COMBINE_IN_PROJECTION = False
     if name == "gemv1":                                     # gemv.py for one row only (tl.dot from 2 rows)
         cfg_mod.GEMV_ROWS = 1
     try:
@@ -153,8 +138,6 @@ def variant(name: str):
             attn_mod.PREFETCH = prefetch
         if rows is not None:
             cfg_mod.GEMV_ROWS = rows
-        if combine is not None:
-            attn_mod.COMBINE_IN_PROJECTION = combine
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -278,7 +261,7 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="",
-                    help="comma list: decode1, decode64, decode8, decode1short, decode2, xl, prefill (default: all)")
+                    help="comma list: decode1, decode64, decode8, decode4, decode2, xl, prefill (default: all)")
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
     ap.add_argument("--variants", default="", help="comma list: only these decode variants")
     a = ap.parse_args()
@@ -296,20 +279,19 @@ def main() -> None:
             json.dump(res, f, indent=1)
 
     one = ["base"]
-    combine = ["base", "nocombine", "comb_bn4", "comb_bn8", "comb_bn32", "comb_w4", "comb_w16"]
-    decode_plan = [("gpt2", 1, 512, combine),
-                   ("gpt2", 64, 512, one),
-                   ("gpt2", 8, 512, one),
-                   ("gpt2", 1, 128, ["base", "nocombine"]),
-                   ("gpt2", 2, 512, ["base", "nocombine", "comb_bn8", "comb_bn32"]),
-                   ("gpt2-xl", 1, 512, ["base", "nocombine", "comb_bn16", "comb_bn64", "comb_w16"])]
+    decode_plan = [("gpt2", 1, 512, one),
+                   ("gpt2", 64, 512, ["base", "attn64_b128_w2", "attn64_b128_w1", "attn64_w2_s2"]),
+                   ("gpt2", 8, 512, ["base", "attn_w2_rows"]),
+                   ("gpt2", 4, 512, ["base", "attn_w2_rows"]),
+                   ("gpt2", 2, 512, ["base", "gemv1"]),
+                   ("gpt2-xl", 1, 512, one)]
     if a.variants:
         keep = set(a.variants.split(","))
         decode_plan = [(p, B, c, [n for n in names if n in keep]) for p, B, c, names in decode_plan]
     prefill_names = ["base", "all_st4", "pre_st4", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     only = set(filter(None, a.only.split(",")))
-    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "decode1short",
-                                                           "decode2", "xl")):
+    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "decode4", "decode2",
+                                                           "xl")):
         if only and part not in only and not (part == "decode1" and "prefill" in only):
             continue
         model, k, v = build(preset, 65 if B > 1 else 2, 1024)
@@ -318,7 +300,7 @@ def main() -> None:
             rounds(res, "decode", names, lambda name: decode_case(model, k, v, B, ctx, a.steps, a.replays),
                    a.rounds, t_end, model=preset, batch=B, ctx=ctx, floor_ms=round(fl, 5))
             save()
-        if part == "decode1" and (not only or "prefill" in only):
+        if preset == "gpt2" and B == 1 and (not only or "prefill" in only):
             for T in (512, 128, 64, 16):
                 names_t = [n for n in prefill_names if T >= 128 or not (n.startswith("p1") or n == "pre_st4")]
                 rounds(res, "prefill", names_t,

@@ -99,28 +99,6 @@ def check_greedy_update(M, dtype):
         assert tok_state[rows].tolist() == [want] * M and pos_state[rows].tolist() == (pos + 1).tolist()
 
 
-def check_attention_projection(dtype, M, split):
-    """One or two rows: the output projection combines decode_attention's split partials itself
-    (attention_projection): against the float64 attention and projection, in place too; splits past a
-    short row's length are empty and stay unread (NaN-poisoned cache)."""
-    from test_kernels import _poisoned_cache, _rand, _rows, attention_reference, linear_residual_reference
-
-    from dynashape.models import kernels
-    from dynashape.models.kernels.attention import Partials, attention_projection
-    dt = getattr(torch, dtype)
-    torch.manual_seed(M * 10 + split)
-    C, H, L = 64, 4, 40
-    slots, pos = _rows(M, L, M + 4)
-    K, V = _poisoned_cache(M + 4, H, L, C // H, dt, slots, pos)
-    q, w, b, x = _rand(M, C, dtype=dt), _rand(C, C, dtype=dt, scale=C ** -0.5), _rand(C, dtype=dt), _rand(M, C, dtype=dt)
-    ref = linear_residual_reference(attention_reference(q, K[1], V[1], slots, pos, H, 0.25), w, b, x)
-    o = kernels.decode_attention(q, K[1], V[1], slots, pos, H, 0.25, config=dict(split=split, block_k=8), partials=True)
-    assert isinstance(o, Partials) == (split > 1)
-    _close(attention_projection(o, w, b, x), ref, dt, f"projection of {split} splits")
-    attention_projection(o, w, b, x, out=x)
-    _close(x, ref, dt, "in place")
-
-
 def torch_greedy_step(model):
     """The runtime's generic greedy step (runtime/graphs.py) on the torch ops: the reference."""
     def step(rows, tok_state, pos_state, last_pos, k, v, out):
@@ -180,11 +158,6 @@ def test_fused_prefill(interpreted, request, dtype):
 
 @pytest.mark.parametrize("M,dtype", [(1, "float16"), (2, "float32"), (3, "float32")])   # gemv.py; tl.dot tiles
 def test_greedy_update(interpreted, request, M, dtype):
-    interpreted.assert_passed(request.node)
-
-
-@pytest.mark.parametrize("dtype,M,split", [("float32", 1, 5), ("float16", 2, 3), ("float32", 2, 1)])
-def test_attention_projection(interpreted, request, dtype, M, split):
     interpreted.assert_passed(request.node)
 
 

@@ -16,14 +16,10 @@ registers). Reference: https://crfm.stanford.edu/2023/10/12/flashdecoding.html
 """
 from __future__ import annotations  # annotations stay strings: ``tl.constexpr`` need not exist here
 
-from typing import NamedTuple
-
 import torch
 
-from .config import TARGET_PROGRAMS, KernelConfig, _cdiv, _pow2, as_config, default_config
-from .gemv import RESIDUAL, launch_gemv
-from .linear import (_jit, _pdl, check, check_cache, gdc_launch_dependents, gdc_wait, gemv_rows, linear_residual,
-                     require_triton)
+from .config import TARGET_PROGRAMS, KernelConfig, _cdiv, _pow2, as_config
+from .linear import _jit, _pdl, check, check_cache, gdc_launch_dependents, gdc_wait, require_triton
 
 try:
     import triton.language as tl
@@ -35,20 +31,6 @@ except ImportError:                                      # CPU-only installs: re
 # Same-run A/B on an H100 (bench/results/h100_decode_ab4_gpt2_fp16.json): gpt2-xl batch 1 1.828 -> 1.767 ms,
 # gpt2 batch 64 0.937 -> 0.925, gpt2 batch 1 0.221 -> 0.222 (noise). Off: keys, scores, then values.
 PREFETCH = True
-
-# One or two rows (gemv.py): the output projection combines the splits as it reads them, one launch
-# fewer per layer (decode.py). Off: the combine kernel writes the output first.
-COMBINE_IN_PROJECTION = True
-
-
-class Partials(NamedTuple):
-    """The splits' results before the combine: acc (M * H, split, D) fp32 weighted values, mx and den
-    (M * H, split) running max and sum (an empty split: -inf, 0, 0)."""
-    acc: torch.Tensor
-    mx: torch.Tensor
-    den: torch.Tensor
-    split: int
-    head_dim: int
 
 
 def attention_config(M: int, H: int, L: int) -> KernelConfig:
@@ -160,12 +142,11 @@ def _check_attention(q, k_cache, v_cache, slots, pos, n_head: int) -> tuple[int,
 
 
 def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float, config=None,
-                     pdl: bool = False, partials: bool = False):
+                     pdl: bool = False) -> torch.Tensor:
     """softmax(q k^T * scale) v for one query per row over k_cache[slots[m], h, 0..pos[m]] (fp32 softmax).
     q (M, C); k_cache, v_cache (n_slots, n_head, L, D); slots, pos (M,) integer, trusted (a check would
     sync with the host): slots[m] < n_slots, and a length pos[m] + 1 above L is clamped to L
-    -> (M, C) in q's dtype. ``partials``: Partials instead, where there are several splits and D is a
-    power of two (``attention_projection`` combines them inside the output projection)."""
+    -> (M, C) in q's dtype."""
     M, D, L = _check_attention(q, k_cache, v_cache, slots, pos, n_head)
     cfg = as_config(config, attention_config(M, n_head, L))
     H, DP, n = n_head, _pow2(D), cfg.split
@@ -181,26 +162,6 @@ def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float,
     mx, den = (torch.empty(M * H, n, dtype=torch.float32, device=q.device) for _ in range(2))
     _split_kv_kernel[(M * H, n)](q, k_cache, v_cache, slots, pos, part, mx, den, float(scale), H, L,
                                  *strides, SINGLE=False, **launch)
-    if partials and DP == D:
-        return Partials(part, mx, den, n, D)
     _combine_kernel[(M * H,)](part, mx, den, out, H, out.stride(0), D=D, DP=DP, NSPLIT=n, NS=_pow2(n),
                               num_warps=cfg.num_warps, **_pdl(pdl))
     return out
-
-
-def attention_projection(o, w, b, residual, out=None, pdl: bool = False) -> torch.Tensor:
-    """residual + o @ w.T + b for decode_attention's o: a tensor (linear_residual), or its Partials, which
-    gemv.py's one- or two-row kernel combines as it reads them (no combine kernel, no o written). out
-    may be residual itself."""
-    if not isinstance(o, Partials):
-        return linear_residual(o, w, b, residual, out=out, pdl=pdl)
-    M, (N, K) = residual.shape[0], w.shape
-    check(o.acc.shape == (M * (K // o.head_dim), o.split, o.head_dim) and residual.shape == (M, N)
-          and w.is_contiguous() and (b is None or b.shape == (N,)),
-          f"partials of {M} rows, w (N, K) and residual ({M}, N) must agree, got w {tuple(w.shape)}")
-    cfg = default_config("combine_residual", M, N, K)
-    check(gemv_rows(M, cfg), f"Partials are combined in the projection of gemv.py's few rows only, got {M} rows")
-    require_triton(o.acc, w, residual)
-    y = out if out is not None else torch.empty_like(residual)
-    launch_gemv(None, w, y, cfg, RESIDUAL, b=b, residual=residual, partials=o, pdl=pdl)
-    return y

@@ -69,10 +69,6 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     Prefill rows (M >= 128): 64 x 64 x 64 tiles, 4 warps (QKV 35.1 -> 31.0 us at 512 rows).
     Every tl.dot tile keeps ``STAGES`` loads in flight."""
     wide = N >= 1024                                   # gpt2-xl's width and above
-    if kind == "combine_residual":     # attn.c_proj reading the attention's split partials (attention.py)
-        if M <= GEMV_ROWS:             # each program combines whole rows: ~64 programs, not ~200-800
-            return KernelConfig(1, max(4, _pow2(_cdiv(N, 64))), min(256, _pow2(K)), 1, 8, 2, False)
-        kind = "linear_residual"
     long_k = kind == "linear_residual" and K >= 4 * N and K >= 1024               # mlp.c_proj
     if M <= GEMV_ROWS:        # gemv.py holds a (block_n, K) weight slice and multiplies it with each row
         bn = 16 if N >= 16384 else 4 if long_k or not wide or kind != "linear_residual" else 2
@@ -93,9 +89,8 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
 
 def default_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     """H100 defaults by rule (``_matmul_config``; a GPU sweep may try others). kind: "ln_linear" (also
-    qkv_to_cache: N = 3C), "linear_residual", "combine_residual" (attention.py's attention_projection
-    of split partials), "embed" (N = C), "attention" (N = n_head, K = cache length L)."""
-    if kind in ("ln_linear", "linear_residual", "combine_residual"):
+    qkv_to_cache: N = 3C), "linear_residual", "embed" (N = C), "attention" (N = n_head, K = cache length L)."""
+    if kind in ("ln_linear", "linear_residual"):
         return _matmul_config(kind, M, N, K)
     if kind == "embed":
         return KernelConfig(block_n=min(1024, _pow2(N)))

@@ -1,6 +1,5 @@
 """The lean GPT-2's prefill and decode steps on the fused kernels. Decode: per layer qkv_to_cache
-(ln_1 + QKV + cache write), decode_attention, attention_projection (c_proj + residual; at one or two
-rows it combines the attention's splits itself), ln_linear (ln_2 + c_fc + GELU),
+(ln_1 + QKV + cache write), decode_attention, linear_residual (c_proj + residual), ln_linear (ln_2 + c_fc + GELU),
 linear_residual (c_proj + residual); embed before, ln_linear (ln_f + lm_head) after. The same math as
 ``GPT2.decode`` with ``kernels="torch"``, in 5 to 8 launches per layer instead of ~12. With ``pdl``
 (Hopper) the launches form one programmatic-dependent-launch chain: each kernel starts while the
@@ -13,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from . import attention, config as kconfig, decode_attention, embed, linear_residual, ln_linear, qkv_to_cache
-from .attention import attention_projection
-from .linear import gemv_rows
+from . import config as kconfig, decode_attention, embed, linear_residual, ln_linear, qkv_to_cache
 from .greedy import gather_embed, greedy_update, head_argmax
 from .prefill import prefill_attention
 
@@ -52,15 +49,13 @@ def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:
     ``attend(q, layer)``: the attention (default: decode_attention, one query per row)."""
     cfg = model.config
     eps, H = cfg.layer_norm_epsilon, cfg.n_head
-    combine = attention.COMBINE_IN_PROJECTION and gemv_rows(x.shape[0], kconfig.default_config(
-        "combine_residual", x.shape[0], cfg.n_embd, cfg.n_embd))
     for i, block in enumerate(model.h):
         a, mlp = block.attn, block.mlp
         q = qkv_to_cache(x, block.ln_1.weight, block.ln_1.bias, eps, a.c_attn.weight, a.c_attn.bias,
                          k[i], v[i], slots, pos, H, pdl=pdl)                     # (M, C); k, v written
-        o = (attend(q, i) if attend is not None         # (M, C), or its split partials (a few rows)
-             else decode_attention(q, k[i], v[i], slots, pos, H, a.scale, pdl=pdl, partials=combine))
-        attention_projection(o, a.c_proj.weight, a.c_proj.bias, x, out=x, pdl=pdl)   # x += o @ Wo.T + bo
+        o = (attend(q, i) if attend is not None
+             else decode_attention(q, k[i], v[i], slots, pos, H, a.scale, pdl=pdl))   # (M, C)
+        linear_residual(o, a.c_proj.weight, a.c_proj.bias, x, out=x, pdl=pdl)    # x += o @ Wo.T + bo
         h = ln_linear(x, block.ln_2.weight, block.ln_2.bias, eps, mlp.c_fc.weight, mlp.c_fc.bias,
                       act="gelu_tanh", pdl=pdl)                                  # (M, 4C)
         linear_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, out=x, pdl=pdl)

@@ -34,15 +34,13 @@ def pdl_supported(device: torch.device) -> bool:
 
 
 @_jit
-def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, Mp, Lp, N, L, V, eps, sxm, sym, srm,
+def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, N, L, V, eps, sxm, sym, srm,
                  sk0, sk1, sk2, sv0, sv1, sv2,
                  K: tl.constexpr, KP: tl.constexpr, KCH: tl.constexpr, C: tl.constexpr, D: tl.constexpr,
                  HAS_LN: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, MODE: tl.constexpr,
-                 ARGMAX: tl.constexpr, NSPLIT: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-                 USE_PDL: tl.constexpr):
+                 ARGMAX: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, K split): the weight slice first, then wait, then for each of the ROWS
-    rows x (layer-normed) . w and its epilogue: the weights are read once for all rows. NSPLIT > 0:
-    the rows are decode attention outputs, combined here from its NSPLIT split partials (X, Mp, Lp)."""
+    rows x (layer-normed) . w and its epilogue: the weights are read once for all rows."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     n_ok = rn < N
     rk = tl.program_id(1) * KCH + tl.arange(0, KP)                             # (KP,)
@@ -56,10 +54,7 @@ def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, Mp,
         gdc_wait()                                           # the previous kernel's writes are visible now
     rm = tl.arange(0, 1)
     for r in tl.static_range(ROWS):
-        if NSPLIT > 0:
-            x = _combined_row(X, Mp, Lp, r, rk, k_ok, K // D, D, NSPLIT)
-        else:
-            x = tl.load(X + r * sxm + rk, mask=k_ok, other=0.0).to(tl.float32)    # (KP,)
+        x = tl.load(X + r * sxm + rk, mask=k_ok, other=0.0).to(tl.float32)    # (KP,)
         if HAS_LN:                                           # the whole row is here: KCH == K
             mean = tl.sum(x, axis=0) / K
             xc = tl.where(k_ok, x - mean, 0.0)
@@ -85,45 +80,18 @@ def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, Mp,
                 tl.store(Y + r * sym + rn[None, :], acc.to(Y.dtype.element_ty), mask=n_ok[None, :])
 
 
-@_jit
-def _combined_row(Op, Mp, Lp, r, rk, k_ok, H: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr):
-    """Elements rk of row r of the attention output from attention.py's split partials: each split's
-    running max Mp, sum Lp and weighted values Op (row r, head h = k // D) rescaled to the splits'
-    common max and normalised, as its combine kernel does (the splits summed in order, in fp32). An
-    empty split (max -inf) is not read."""
-    at = (r * H + rk // D) * NSPLIT                                             # (KP,) split 0 of (r, head)
-    top = tl.full(rk.shape, float("-inf"), tl.float32)
-    for s in tl.static_range(NSPLIT):
-        top = tl.maximum(top, tl.load(Mp + at + s, mask=k_ok, other=float("-inf")))
-    num = tl.zeros(rk.shape, tl.float32)
-    den = tl.zeros(rk.shape, tl.float32)
-    for s in tl.static_range(NSPLIT):
-        ms = tl.load(Mp + at + s, mask=k_ok, other=float("-inf"))
-        live = k_ok & (ms > float("-inf"))
-        w = tl.where(live, tl.exp(ms - top), 0.0)
-        den += tl.load(Lp + at + s, mask=live, other=0.0) * w
-        num += tl.load(Op + (at + s) * D + rk % D, mask=live, other=0.0) * w
-    return tl.where(k_ok, num / tl.where(k_ok, den, 1.0), 0.0)
-
-
 def launch_gemv(x, w, y, cfg, mode: int, *, ln=None, eps=0.0, b=None, act=0, residual=None, cache=None,
-                argmax=None, split: int = 1, partials=None, pdl: bool = False) -> None:
+                argmax=None, split: int = 1, pdl: bool = False) -> None:
     """Rows x (M <= GEMV_ROWS, K) against w (N, K) -> y. ln: (ln_w, ln_b) or None; cache: (k, v, slots,
-    pos, C, D); argmax (STORE only): (amax, aidx, V), the column blocks' argmax partials instead of y;
-    partials (no K split): attention.py's Partials, whose combined rows are x (x is then unused)."""
-    (M, K), N = (y.shape[0], w.shape[1]) if partials is not None else x.shape, w.shape[0]
+    pos, C, D); argmax (STORE only): (amax, aidx, V), the column blocks' argmax partials instead of y."""
+    (M, K), N = x.shape, w.shape[0]
     chunk = _cdiv(K, split)
     kc, vc, slots, pos, C, D, L, strides = _cache_args(cache, y)
-    if partials is not None:
-        x, mp, lp, nsplit, D = partials.acc, partials.mx, partials.den, partials.split, partials.head_dim
-    else:
-        mp = lp = y
-        nsplit = 0
     amax, aidx, V = argmax if argmax is not None else (y, y, 0)
     ln_w, ln_b = ln if ln is not None else (w, w)
     _gemv_kernel[(_cdiv(N, cfg.block_n), split)](
         x, ln_w, ln_b, w, b if b is not None else w, y, residual if residual is not None else y,
-        kc, vc, slots, pos, amax, aidx, mp, lp, N, L, V, float(eps), x.stride(0), y.stride(0) if y.dim() == 2 else 0,
+        kc, vc, slots, pos, amax, aidx, N, L, V, float(eps), x.stride(0), y.stride(0) if y.dim() == 2 else 0,
         residual.stride(0) if residual is not None else 0, *strides,
         K=K, KP=_pow2(chunk), KCH=chunk, C=C, D=D, HAS_LN=ln is not None, HAS_BIAS=b is not None, ACT=act,
-        MODE=mode, ARGMAX=argmax is not None, NSPLIT=nsplit, ROWS=M, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))
+        MODE=mode, ARGMAX=argmax is not None, ROWS=M, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))
