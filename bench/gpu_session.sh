@@ -25,6 +25,13 @@ for stage in "$@"; do
                --dtype float16 -o engines/gpt2 --force --json
              run load_eager_1 60 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_1.json"
              run load_eager_2 60 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_eager_2.json" ;;
+    coldload) # compile and load with an empty Triton cache: what a fresh machine pays (compiled_at_load: none)
+              rm -rf ~/.triton/cache
+              run compile_cold 300 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
+                --dtype float16 -o engines/gpt2 --force --json
+              run load_cold_1 90 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_cold_1.json"
+              run load_cold_2 90 python3 bench/load_probe.py engines/gpt2 --out "$OUT/load_cold_2.json"
+              run load_cold_7 90 python3 bench/load_probe.py engines/gpt2 --prompt-len 7 --out "$OUT/load_cold_7.json" ;;
     verify) run verify_eager 240 python3 -m dynashape verify engines/gpt2 --json ;;
     bench) run bench_gpt2 300 $BENCH --target engines/gpt2 --budget-s ${BENCH_S:-100} ${BENCH_ARGS:-} \
              --out "$OUT/generate_gpt2_fp16" ;;
@@ -56,7 +63,8 @@ for stage in "$@"; do
            run ncu_$n 200 bash -c "$cmd > /tmp/ncu_$n.csv"
            run ncu_summary_$n 30 python3 bench/ncu_summary.py /tmp/ncu_$n.csv "$OUT/ncu_$n.json" --command "$cmd"
          done ;;
-    decode_ab) run decode_ab 400 python3 bench/decode_ab.py --out "$OUT/decode_ab.json" --budget-s 330 ;;
+    decode_ab) run decode_ab ${AB_S:-400} python3 bench/decode_ab.py --out "$OUT/decode_ab.json" \
+                 --budget-s $(( ${AB_S:-400} - 70 )) ${AB_ARGS:-} ;;
     inductor) run compile_inductor 200 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
                 --dtype float16 --backend inductor -o engines/gpt2-inductor --force --json
               run load_inductor 90 python3 bench/load_probe.py engines/gpt2-inductor --out "$OUT/load_inductor.json"

@@ -3,7 +3,9 @@
 ``python3 bench/load_probe.py ENGINE --prompt-len 512 --out RESULT.json`` starts a fresh Python process
 (the parent measures the wall clock from launch), which imports dynashape, loads the engine, captures
 its CUDA graphs and generates one token for one prompt of that length; the child reports its own
-split: import, load (weights and graphs), ready (cache allocated, graphs captured), first token.
+split: import, load (weights and graphs), ready (cache allocated, graphs captured), first token, and
+which Triton cache entries the engine did not carry (``compiled_at_load``: in an empty Triton cache,
+the kernels this process had to compile).
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import sys
 import time
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
+from pathlib import Path
 t0 = time.perf_counter()
 import torch, dynashape
+from dynashape.backends.eager import TRITON_DIR, triton_cache_dir
 t_import = time.perf_counter()
 engine = dynashape.load(sys.argv[1])
 t_load = time.perf_counter()
@@ -29,9 +33,13 @@ L = int(sys.argv[2])
 out = engine.generate([[(i * 7919) % 50000 for i in range(L)]], 1, ignore_eos=True)
 t_first = time.perf_counter()
 print("FIRST_TOKEN", flush=True)
+carried = Path(sys.argv[1], TRITON_DIR)
+carried = {p.name for p in carried.iterdir()} if carried.is_dir() else set()
+compiled = sorted({p.name for p in triton_cache_dir().iterdir()} - carried) if triton_cache_dir().is_dir() else []
 print(json.dumps({"import_s": t_import - t0, "load_s": t_load - t_import, "load_parts_s": engine.meta.get("load_s"),
                   "ready_s": t_ready - t_load, "first_token_s": t_first - t_ready, "tokens": out[0],
-                  "backend": engine.backend, "kernels": engine.plan.runtime.kernels}))
+                  "backend": engine.backend, "kernels": engine.plan.runtime.kernels,
+                  "triton_cache": str(triton_cache_dir()), "compiled_at_load": compiled}))
 """
 
 

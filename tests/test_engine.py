@@ -173,3 +173,35 @@ def test_loaded_weights_start_on_16_byte_boundaries(engine, tmp_path):
     loaded = Engine.load(tmp_path / "eng")
     assert all(p.data_ptr() % 16 == 0 for p in loaded.model.parameters())
     assert loaded.generate([[5, 6, 7]], 6, ignore_eos=True) == engine.generate([[5, 6, 7]], 6, ignore_eos=True)
+
+
+LOAD_AND_COUNT = r"""
+import json, os, sys
+from pathlib import Path
+import dynashape
+from dynashape.runtime.sampling import SamplingSettings
+engine = dynashape.load(sys.argv[1])
+for B in (1, 2, 3, 5):
+    for L in (1, 9, 70, 150, 197):
+        engine.generate([[(7 * i + b) % 500 for i in range(L)] for b in range(B)], 3, ignore_eos=True)
+    engine.generate([[5, 6]] * B, 3, SamplingSettings(temperature=0.8, top_k=20), ignore_eos=True)
+cache = Path(os.environ["TRITON_CACHE_DIR"])
+print(json.dumps(sorted(p.name for p in cache.iterdir())))
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_loaded_fused_engine_compiles_no_kernel_at_any_batch_or_prompt_length(tmp_path):
+    """`dynashape compile` in one process; a fresh process with an empty Triton cache loads the engine and
+    generates at every batch size and prompt-length class, greedy and sampled: every kernel it runs
+    comes from the engine's triton/ folder, none is compiled at load (that took 10-20 s on an H100)."""
+    out, env = tmp_path / "eng", dict(os.environ, PYTHONPATH=SRC, TRITON_CACHE_DIR=str(tmp_path / "build-cache"))
+    subprocess.run([sys.executable, "-m", "dynashape", "compile", "random:tiny", "--seq", "1:200", "--batch", "1:5",
+                    "--device", "cuda", "--dtype", "float16", "-o", str(out)], env=env, check=True, capture_output=True)
+    carried = sorted(p.name for p in (out / "triton").iterdir())
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "load-cache")
+    r = subprocess.run([sys.executable, "-c", LOAD_AND_COUNT, str(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    compiled_at_load = sorted(set(json.loads(r.stdout.splitlines()[-1])) - set(carried))
+    assert carried and compiled_at_load == []

@@ -57,7 +57,11 @@ def build_runners(loaded, plan, settings, progress=None):
 def warm_up(engine, progress=None) -> float:
     """Run the graphs once at every planned size (CUDA: capture the decode graphs) and check the logits.
 
-    Kernels compile here, into the folders the backend gave them, so the engine can carry them."""
+    Kernels compile here, into the folders the backend gave them, so the engine can carry them. With
+    CUDA graphs, every captured batch size also runs a greedy and a sampling generation, on prompts of
+    one token, of one more than a prefill bucket and of the longest prompt: the kernels' launch rules
+    depend on the rows (prefill rows = batch x padded length, the head's rows = batch), and a variant
+    missing here would compile in every process that loads the engine (seconds, on its first request)."""
     t0 = time.perf_counter()
     what = "warm up and capture the decode graphs" if engine.plan.runtime.cuda_graph_batches else "warm up"
     with step(progress, what):
@@ -68,4 +72,20 @@ def warm_up(engine, progress=None) -> float:
             raise EngineError(f"the compiled {engine.backend} prefill graph returned non-finite logits.",
                               "report this as a dynashape bug; use --backend eager meanwhile.")
         gen.generate([[1]] * n, min(2, gen.max_len - 1), ignore_eos=True)
+        if gen.graphs.cuda:
+            _warm_graphs(gen)
     return round(time.perf_counter() - t0, 3)
+
+
+def _warm_graphs(gen) -> None:
+    from ..runtime.sampling import SamplingSettings
+
+    new = min(2, gen.max_len - 1)
+    longest = gen.max_len - new
+    sizes = sorted({min(gen.graphs.batch_size(b), gen.max_batch) for b in gen.policy.cuda_graph_batches})
+    for B in sizes:
+        gen.generate([[1]] * B, new, ignore_eos=True)
+        gen.generate([[1]] * B, new, sampling=SamplingSettings(temperature=1.0), ignore_eos=True)
+    for L in sorted({min(gen.policy.prefill_bucket + 1, longest), longest}):
+        for B in {sizes[0], sizes[-1]}:
+            gen.generate([[1] * L] * B, new, ignore_eos=True)
