@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.environ.get("DYNASHAPE_SRC", "src"))   # another tree (a baseline) for process A/Bs
 from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
-from dynashape.models.kernels import attention as attn_mod, config as cfg_mod  # noqa: E402
+from dynashape.models.kernels import attention as attn_mod, config as cfg_mod, decode as dec_mod  # noqa: E402
 from dynashape.models.load import PRESETS  # noqa: E402
 from dynashape.runtime.graphs import capture  # noqa: E402
 
@@ -98,6 +98,7 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
     "attn_w2_rows": (None, lambda M, H, L, c: dataclasses.replace(c, num_warps=2) if M > 1 else c),
     "attn64_b128_noprefetch": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=128) if M > 8 else c),
     "attn64_b64": (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64) if M > 8 else c),
+    "nolate": (None, None),                                 # decode.LATE_PDL_DECODE and _PREFILL off (see variant())
 }
 
 
@@ -130,6 +131,9 @@ def variant(name: str):
         attn_mod.PREFETCH = False
     if name == "gemv1":                                     # gemv.py for one row only (tl.dot from 2 rows)
         cfg_mod.GEMV_ROWS = 1
+    late = getattr(dec_mod, "LATE_PDL_DECODE", None), getattr(dec_mod, "LATE_PDL_PREFILL", None)
+    if name == "nolate":
+        dec_mod.LATE_PDL_DECODE = dec_mod.LATE_PDL_PREFILL = False
     try:
         yield
     finally:
@@ -138,6 +142,8 @@ def variant(name: str):
             attn_mod.PREFETCH = prefetch
         if rows is not None:
             cfg_mod.GEMV_ROWS = rows
+        if late[0] is not None:
+            dec_mod.LATE_PDL_DECODE, dec_mod.LATE_PDL_PREFILL = late
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -279,16 +285,17 @@ def main() -> None:
             json.dump(res, f, indent=1)
 
     one = ["base"]
+    late = ["base", "nolate"]
     decode_plan = [("gpt2", 1, 512, one),
-                   ("gpt2", 64, 512, ["base", "attn64_b128_w2", "attn64_b128_w1", "attn64_w2_s2"]),
-                   ("gpt2", 8, 512, ["base", "attn_w2_rows"]),
-                   ("gpt2", 4, 512, ["base", "attn_w2_rows"]),
-                   ("gpt2", 2, 512, ["base", "gemv1"]),
+                   ("gpt2", 64, 512, late),
+                   ("gpt2", 8, 512, late),
+                   ("gpt2", 4, 512, late),
+                   ("gpt2", 2, 512, one),
                    ("gpt2-xl", 1, 512, one)]
     if a.variants:
         keep = set(a.variants.split(","))
         decode_plan = [(p, B, c, [n for n in names if n in keep]) for p, B, c, names in decode_plan]
-    prefill_names = ["base", "all_st4", "pre_st4", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
+    prefill_names = ["base", "nolate", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     only = set(filter(None, a.only.split(",")))
     for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "decode4", "decode2",
                                                            "xl")):

@@ -21,6 +21,15 @@ def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
+def _fields(B: int, T: int) -> list[int]:
+    """Offsets of a prefill buffer's last, rows, top_k and seed fields after its (B, T) prompts, and its
+    length: each field starts on a 16-byte boundary, so the kernels given a field (rows) see the same
+    pointer alignment at every B and T (Triton compiles a kernel per alignment: a variant the build did
+    not meet would compile at load)."""
+    start = _round_up(B * T, 2)
+    return [start + j * _round_up(B, 2) for j in range(5)]
+
+
 def capture(body, pool=None) -> torch.cuda.CUDAGraph:
     """Run ``body`` once on a side stream (compilation, autotuning and library workspaces stay out of the
     graph), then capture it into a CUDA graph (from ``pool`` when given)."""
@@ -112,9 +121,10 @@ class GraphSet:
             body = self._decode_body(e, key[2], key[3])
         else:                    # one int64 buffer: idx (B, T) | last | rows | top_k | seed, and the floats
             T = key[2]
-            ints, floats = z(B * (T + 4)), torch.zeros(2, B, dtype=torch.float32, device=self.device)
+            at = _fields(B, T)
+            ints, floats = z(at[-1]), torch.zeros(2, B, dtype=torch.float32, device=self.device)
             e = SimpleNamespace(ints=ints, floats=floats, idx=ints[:B * T].view(B, T), out=z(B), copied=None,
-                                **{name: ints[B * (T + i):B * (T + i + 1)] for i, name in
+                                **{name: ints[at[i]:at[i] + B] for i, name in
                                    enumerate(("last", "rows", "top_k", "seed"))})
             e.host_ints, e.host_floats = (torch.zeros_like(t, device="cpu").pin_memory() if self.cuda
                                           else torch.zeros_like(t) for t in (ints, floats))
@@ -157,14 +167,15 @@ class GraphSet:
         if e.copied is not None:
             e.copied.synchronize()                           # the previous copy out of these buffers is done
         ints, floats = e.host_ints.numpy(), e.host_floats.numpy()
+        at = _fields(B, T)
         ints[:] = 0
-        ints[B * (T + 1):B * (T + 2)] = self.scratch          # padding rows: the scratch slot
+        ints[at[1]:at[1] + B] = self.scratch                 # padding rows: the scratch slot
         floats[0], floats[1] = 0.0, 1.0
         for i, r in enumerate(reqs):
             n, s = len(r.prompt), r.sampling
             ints[i * T:i * T + n] = r.prompt
             for j, value in enumerate((n - 1, r.slot, s.top_k, s.seed)):
-                ints[B * (T + j) + i] = value
+                ints[at[j] + i] = value
             floats[0, i], floats[1, i] = s.temperature, s.top_p
         e.ints.copy_(e.host_ints, non_blocking=True)
         e.floats.copy_(e.host_floats, non_blocking=True)

@@ -19,7 +19,7 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 import torch
 
 from .config import TARGET_PROGRAMS, KernelConfig, _cdiv, _pow2, as_config
-from .linear import _jit, _pdl, check, check_cache, gdc_launch_dependents, gdc_wait, require_triton
+from .linear import _jit, _pdl, check, check_cache, pdl_prologue, require_triton
 
 try:
     import triton.language as tl
@@ -55,9 +55,7 @@ def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
                      NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr, PREFETCH: tl.constexpr,
                      USE_PDL: tl.constexpr):
     """Program (m * H + h, split): online softmax over positions [lo, hi) of row m's length."""
-    if USE_PDL:                    # q and the new cache position come from the previous kernel
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)  # q and the new cache position come from the previous kernel
     mh = tl.program_id(0)
     split = tl.program_id(1)
     m = mh // H
@@ -114,9 +112,7 @@ def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
 def _combine_kernel(Op, Mp, Lp, O, H, som, D: tl.constexpr, DP: tl.constexpr,
                     NSPLIT: tl.constexpr, NS: tl.constexpr, USE_PDL: tl.constexpr):
     """Program m * H + h: rescale the splits' partial sums to their common max and normalise."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     mh = tl.program_id(0)
     m = mh // H
     h = mh % H

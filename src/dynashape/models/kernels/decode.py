@@ -37,11 +37,24 @@ def fused_decode_greedy(model, rows, tok_state, pos_state, last_pos: int, k, v, 
     greedy_update(amax, aidx, rows, pos, tok_state, pos_state, out, pdl=pdl)
 
 
-def _pdl(model, M: int) -> bool:
+# Above gemv.py's rows (tl.dot tiles, and the prefill): PDL with each kernel's dependents launched only
+# as its programs exit ("late"), which hides the launch gap without early programs crowding the tiles.
+# Same-run A/B on an H100 (bench/results/h100_decode_ab13_late_pdl.json), ms per step without -> with:
+# batch 64 0.885 -> 0.863, 8 rows 0.500 -> 0.474, 4 rows 0.466 -> 0.441; prefill of 512 / 128 / 64 / 16
+# positions 0.957 / 0.576 / 0.445 / 0.435 -> 0.931 / 0.556 / 0.423 / 0.412.
+LATE_PDL_DECODE = True
+LATE_PDL_PREFILL = True
+
+
+def _pdl(model, M: int, prefill: bool = False):
     """PDL pays on gemv.py's rows (the weight-first GEMVs overlap the previous kernel's tail: 0.34 -> 0.26
     ms per token at batch 1 on an H100); with 64 rows the early-launched programs only crowd the tl.dot
-    kernels (1.10 -> 1.47)."""
-    return model.pdl and M <= kconfig.GEMV_ROWS
+    kernels (1.10 -> 1.47): there only "late" (see LATE_PDL_*)."""
+    if not model.pdl:
+        return False
+    if prefill:
+        return "late" if LATE_PDL_PREFILL else False
+    return True if M <= kconfig.GEMV_ROWS else "late" if LATE_PDL_DECODE else False
 
 
 def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:
@@ -79,8 +92,9 @@ def fused_prefill(model, idx, last, slots, k, v) -> torch.Tensor:
     H, dev = model.config.n_head, idx.device
     pos = torch.arange(T, device=dev).repeat(B)                                  # (B*T,) row (b, t) -> t
     rows = slots.repeat_interleave(T)                                            # (B*T,) -> its slot
-    x = embed(idx.reshape(-1), pos, model.wte.weight, model.wpe.weight)          # (B*T, C)
-    x = _layers(model, x, pos, rows, k, v, False,        # the QKV kernel writes k, v of all B*T rows first
-                attend=lambda q, i: prefill_attention(q, k[i], v[i], slots, T, H, model.h[i].attn.scale))
+    pdl = _pdl(model, B * T, prefill=True)
+    x = embed(idx.reshape(-1), pos, model.wte.weight, model.wpe.weight, pdl=pdl)  # (B*T, C)
+    x = _layers(model, x, pos, rows, k, v, pdl,          # the QKV kernel writes k, v of all B*T rows first
+                attend=lambda q, i: prefill_attention(q, k[i], v[i], slots, T, H, model.h[i].attn.scale, pdl=pdl))
     x = x.view(B, T, -1)[torch.arange(B, device=dev), last]                     # (B, C): the last real tokens
-    return _head(model, x, False)
+    return _head(model, x, pdl)

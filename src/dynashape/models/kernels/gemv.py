@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from .config import _cdiv, _pow2
-from .linear import (_argmax_epilogue, _cache_args, _jit, _pdl, _residual_epilogue, _store_qkv, gdc_launch_dependents,
-                     gdc_wait, tl)
+from .linear import (_argmax_epilogue, _cache_args, _jit, _pdl, _residual_epilogue, _store_qkv, gdc_wait,
+                     pdl_prologue, tl)
 
 STORE, TO_CACHE, RESIDUAL, PARTIAL = 0, 1, 2, 3
 
@@ -49,9 +49,7 @@ def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, N, 
     if HAS_LN:
         g = tl.load(LnW + rk, mask=k_ok, other=0.0).to(tl.float32)
         beta = tl.load(LnB + rk, mask=k_ok, other=0.0).to(tl.float32)
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()                                           # the previous kernel's writes are visible now
+    pdl_prologue(USE_PDL)  # the previous kernel's writes are visible now
     rm = tl.arange(0, 1)
     for r in tl.static_range(ROWS):
         x = tl.load(X + r * sxm + rk, mask=k_ok, other=0.0).to(tl.float32)    # (KP,)

@@ -21,8 +21,8 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 import torch
 
 from .config import _cdiv, _pow2, default_config
-from .linear import (_check_matmul, _embed_kernel, _jit, _launch_ln_linear, _pdl, check, gdc_launch_dependents,
-                     gdc_wait, require_triton, tl)
+from .linear import (_check_matmul, _embed_kernel, _jit, _launch_ln_linear, _pdl, check, pdl_prologue,
+                     require_triton, tl)
 
 CHUNK = 4096                        # partials per unrolled step of greedy_update
 
@@ -31,9 +31,7 @@ CHUNK = 4096                        # partials per unrolled step of greedy_updat
 def _greedy_update_kernel(Amax, Aidx, Rows, Pos, TokS, PosS, Out, P,
                           P_CONST: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr):
     """Program m: the first index of row m's largest logit from its P block partials, then the state writes."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     m = tl.program_id(0)
     r = tl.arange(0, CHUNK)
     best = tl.max(tl.full([CHUNK], float("-inf"), tl.float32), axis=0)

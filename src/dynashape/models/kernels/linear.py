@@ -44,6 +44,17 @@ def _jit(fn):
     return triton.jit(fn) if triton is not None else fn
 
 
+@_jit
+def pdl_prologue(USE_PDL: tl.constexpr):
+    """Every kernel's first step under programmatic dependent launch (gemv.py): 1 ("early") lets the
+    next kernel launch now, then waits for the previous kernel's results; 2 ("late") only waits, and
+    the next kernel launches as this one's programs exit; 0: nothing (launched in stream order)."""
+    if USE_PDL == 1:
+        gdc_launch_dependents()
+    if USE_PDL > 0:
+        gdc_wait()                                       # the previous kernel's writes are visible after this
+
+
 def require_triton(*tensors: torch.Tensor) -> None:
     """Clear errors instead of Triton's: no Triton, or tensors on different devices."""
     if triton is None:
@@ -108,9 +119,7 @@ def _layer_norm_kernel(X, G, Bt, Y, M, eps, sxm, sym, K: tl.constexpr, KP: tl.co
                        USE_PDL: tl.constexpr):
     """Program (row block): whole rows in registers, two passes in fp32 (exact for large means), one
     rounding to Y's dtype: the values the projection would have fed its tensor cores."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rk = tl.arange(0, KP)
     ok = (rm[:, None] < M) & (rk[None, :] < K)
@@ -166,9 +175,7 @@ def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, Amax, Aidx, M, N, L, V, sxm,
                  DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, row block): act(x @ w.T + b) -> Y, or q/k/v (TO_CACHE), or per-row argmax
     partials (ARGMAX); x is layer-normed."""
-    if USE_PDL:                    # launched early (PDL): wait for the previous kernel's results
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)  # launched early (PDL): wait for the previous kernel's results
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     acc = _matmul_tile(X, W, rm, rn, M, N, sxm, 0, K, K, BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)
@@ -203,9 +210,7 @@ def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
                    USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, K split, row block): h @ w.T over one K chunk; fp32 partial to P
     (SPLIT) or the finished residual + ... + b to Y."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     acc = _matmul_tile(Hx, W, rm, rn, M, N, shm, tl.program_id(1) * K_CHUNK, K, K_CHUNK,
@@ -221,9 +226,7 @@ def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
 def _splitk_reduce_kernel(P, Bias, R, Y, M, N, srm, sym, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
     """Sum the K splits in a fixed order (deterministic, no atomics), then bias and residual."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     ok = (rm[:, None] < M) & (rn[None, :] < N)
@@ -238,9 +241,7 @@ def _embed_kernel(Tok, Pos, Rows, PosOut, Wte, Wpe, Y, last_pos, C, s_te, s_pe, 
                   GATHER: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (row, column block): wte[tok] + wpe[pos] in fp32, one rounding. GATHER (greedy.py): row m's
     token and position are Tok[Rows[m]] and min(Pos[Rows[m]], last_pos), the position also to PosOut[m]."""
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     m = tl.program_id(0)
     rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = rc < C
@@ -268,9 +269,12 @@ def _dot_prec(w: torch.Tensor) -> str:
     return "ieee" if w.dtype == torch.float32 else "tf32"      # fp32 stays exact; fp16/bf16 ignore it
 
 
-def _pdl(pdl: bool) -> dict:
-    """Launch options and the kernels' flag for programmatic dependent launch (gemv.py)."""
-    return {"USE_PDL": True, "launch_pdl": True} if pdl else {"USE_PDL": False}
+def _pdl(pdl) -> dict:
+    """Launch options and the kernels' flag for programmatic dependent launch (gemv.py): pdl False,
+    True (the next kernel launches at once: ``pdl_prologue`` 1) or "late" (as this one's programs exit: 2)."""
+    if not pdl:
+        return {"USE_PDL": 0}
+    return {"USE_PDL": 2 if pdl == "late" else 1, "launch_pdl": True}
 
 
 def _cache_args(cache, y) -> tuple:

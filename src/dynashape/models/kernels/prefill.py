@@ -17,7 +17,7 @@ from __future__ import annotations  # annotations stay strings: ``tl.constexpr``
 import torch
 
 from .config import KernelConfig, _cdiv, _pow2, as_config
-from .linear import _dot_prec, _jit, _pdl, check, check_cache, gdc_launch_dependents, gdc_wait, require_triton
+from .linear import _dot_prec, _jit, _pdl, check, check_cache, pdl_prologue, require_triton
 
 try:
     import triton.language as tl
@@ -35,9 +35,7 @@ def prefill_attention_config(T: int) -> KernelConfig:
 def _prefill_attention_kernel(Q, Kc, Vc, Slots, O, scale, T, H, sq, so, sk0, sk1, sk2, sv0, sv1, sv2,
                               D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
-    if USE_PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+    pdl_prologue(USE_PDL)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
