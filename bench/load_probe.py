@@ -4,8 +4,9 @@
 (the parent measures the wall clock from launch), which imports dynashape, loads the engine, captures
 its CUDA graphs and generates one token for one prompt of that length; the child reports its own
 split: import, load (weights and graphs), ready (cache allocated, graphs captured), first token, and
-which Triton cache entries the engine did not carry (``compiled_at_load``: in an empty Triton cache,
-the kernels this process had to compile).
+which Triton cache entries the engine did not carry (``compiled_at_load``: the kernels this process
+had to compile). The child starts with an empty Triton cache of its own, as on a fresh machine
+(``--keep-cache``: this machine's).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 CHILD = r"""
@@ -48,8 +50,13 @@ def main() -> int:
     ap.add_argument("engine")
     ap.add_argument("--prompt-len", type=int, default=512)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--keep-cache", action="store_true",
+                    help="use this machine's Triton cache (default: an empty one of the child's own, as on a fresh machine)")
     a = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in ("src", os.environ.get("PYTHONPATH")) if p))
+    cache = None if a.keep_cache else tempfile.TemporaryDirectory(prefix="load-probe-triton-")
+    if cache is not None:
+        env["TRITON_CACHE_DIR"] = cache.name
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, a.engine, str(a.prompt_len)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -60,6 +67,8 @@ def main() -> int:
             first = time.perf_counter() - t0
         lines.append(line)
     rc = proc.wait()
+    if cache is not None:
+        cache.cleanup()
     result = {"command": "python3 bench/load_probe.py " + " ".join(sys.argv[1:]), "engine": a.engine,
               "prompt_len": a.prompt_len, "returncode": rc, "start_to_first_token_s": first}
     if rc == 0:
