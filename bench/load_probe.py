@@ -19,7 +19,7 @@ import tempfile
 import time
 
 CHILD = r"""
-import json, os, sys, time
+import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 import torch, dynashape

@@ -158,6 +158,16 @@ def test_a_row_that_ends_mid_chunk_at_the_last_position_stays_in_range(tiny):
     assert long.tokens == engine.generate([long.prompt], 200, ignore_eos=True)[0]
 
 
+@pytest.mark.parametrize("B,T", [(1, 7), (3, 5), (2, 64), (5, 33)])
+def test_prefill_buffer_fields_start_on_16_byte_boundaries(engine, B, T):
+    """The rows field reaches the kernels (their cache slots): Triton compiles one variant per pointer
+    alignment, so at every batch and padded length it must start aligned, as at the build's warm-up."""
+    e = engine.generator.graphs._entry(("prefill", B, T, "greedy"))
+    assert e.idx.shape == (B, T) and e.idx.data_ptr() % 16 == 0
+    assert all(getattr(e, f).shape == (B,) and getattr(e, f).data_ptr() % 16 == 0
+               for f in ("last", "rows", "top_k", "seed"))
+
+
 def test_admitting_more_requests_than_free_slots_is_refused(engine):
     gen = engine.generator
     with pytest.raises(GenerateError, match="5 requests but 4 free slots") as e:

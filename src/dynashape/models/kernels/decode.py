@@ -57,7 +57,7 @@ def _pdl(model, M: int, prefill: bool = False):
     return True if M <= kconfig.GEMV_ROWS else "late" if LATE_PDL_DECODE else False
 
 
-def _layers(model, x, pos, slots, k, v, pdl: bool, attend=None) -> torch.Tensor:
+def _layers(model, x, pos, slots, k, v, pdl, attend=None) -> torch.Tensor:
     """The decoder layers over rows x (M, C) at positions pos (M,) of cache rows slots (M,), in place.
     ``attend(q, layer)``: the attention (default: decode_attention, one query per row)."""
     cfg = model.config
@@ -79,7 +79,7 @@ def _head_weight(model) -> torch.Tensor:
     return model.head_weight if model.head_weight is not None else model.lm_head.weight
 
 
-def _head(model, x, pdl: bool) -> torch.Tensor:
+def _head(model, x, pdl) -> torch.Tensor:
     logits = ln_linear(x, model.ln_f.weight, model.ln_f.bias, model.config.layer_norm_epsilon, _head_weight(model),
                        pdl=pdl)
     return logits[:, :model.config.vocab_size]                                   # (B, V) of (B, V padded)
