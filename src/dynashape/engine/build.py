@@ -71,16 +71,16 @@ def warm_up(engine, progress=None) -> float:
         if not torch.isfinite(logits).all():
             raise EngineError(f"the compiled {engine.backend} prefill graph returned non-finite logits.",
                               "report this as a dynashape bug; use --backend eager meanwhile.")
-        gen.generate([[1]] * n, min(2, gen.max_len - 1), ignore_eos=True)
+        new = min(2, gen.max_len - 1)
+        gen.generate([[1]] * n, new, ignore_eos=True)
         if gen.graphs.cuda:
-            _warm_graphs(gen)
+            _warm_graphs(gen, new)
     return round(time.perf_counter() - t0, 3)
 
 
-def _warm_graphs(gen) -> None:
+def _warm_graphs(gen, new: int) -> None:
     from ..runtime.sampling import SamplingSettings
 
-    new = min(2, gen.max_len - 1)
     longest = gen.max_len - new
     sizes = sorted({min(gen.graphs.batch_size(b), gen.max_batch) for b in gen.policy.cuda_graph_batches})
     for B in sizes:

@@ -123,7 +123,7 @@ class GraphSet:
             T = key[2]
             at = _fields(B, T)
             ints, floats = z(at[-1]), torch.zeros(2, B, dtype=torch.float32, device=self.device)
-            e = SimpleNamespace(ints=ints, floats=floats, idx=ints[:B * T].view(B, T), out=z(B), copied=None,
+            e = SimpleNamespace(ints=ints, floats=floats, idx=ints[:B * T].view(B, T), out=z(B), copied=None, at=at,
                                 **{name: ints[at[i]:at[i] + B] for i, name in
                                    enumerate(("last", "rows", "top_k", "seed"))})
             e.host_ints, e.host_floats = (torch.zeros_like(t, device="cpu").pin_memory() if self.cuda
@@ -138,7 +138,6 @@ class GraphSet:
         e.rows.fill_(self.scratch)
         e.graph = capture(body, self.pool)
         return e.graph.replay
-
 
     def capture_decode(self) -> None:
         """Capture the greedy decode chunks of every planned batch size (single steps, for the ends of
@@ -166,8 +165,7 @@ class GraphSet:
         B = e.rows.shape[0]
         if e.copied is not None:
             e.copied.synchronize()                           # the previous copy out of these buffers is done
-        ints, floats = e.host_ints.numpy(), e.host_floats.numpy()
-        at = _fields(B, T)
+        ints, floats, at = e.host_ints.numpy(), e.host_floats.numpy(), e.at
         ints[:] = 0
         ints[at[1]:at[1] + B] = self.scratch                 # padding rows: the scratch slot
         floats[0], floats[1] = 0.0, 1.0

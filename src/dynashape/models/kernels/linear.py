@@ -175,7 +175,7 @@ def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, Amax, Aidx, M, N, L, V, sxm,
                  DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, row block): act(x @ w.T + b) -> Y, or q/k/v (TO_CACHE), or per-row argmax
     partials (ARGMAX); x is layer-normed."""
-    pdl_prologue(USE_PDL)  # launched early (PDL): wait for the previous kernel's results
+    pdl_prologue(USE_PDL)
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     acc = _matmul_tile(X, W, rm, rn, M, N, sxm, 0, K, K, BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)
