@@ -27,6 +27,7 @@ sys.path.insert(0, os.environ.get("DYNASHAPE_SRC", "src"))   # another tree (a b
 from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
 from dynashape.models.kernels import attention as attn_mod, config as cfg_mod, decode as dec_mod  # noqa: E402
+from dynashape.models.kernels.config import _pow2  # noqa: E402
 from dynashape.models.load import PRESETS  # noqa: E402
 from dynashape.runtime.graphs import capture  # noqa: E402
 
@@ -102,6 +103,19 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
 }
 
 
+def gemv_warps(kind, M, N, K, c):
+    """gemv.py's rows: warps for ~32 weight elements a thread (4 to 16), instead of 4 or 8."""
+    if M > cfg_mod.GEMV_ROWS or c.use_dot:
+        return c
+    return dataclasses.replace(c, num_warps=min(16, max(4, c.block_n * _pow2(K) // 1024)))
+
+
+for _k in (2, 3, 4, 6):      # gemv.py: at most k programs per SM, each streaming several column blocks
+    VARIANTS[f"gp{_k}"] = (None, None)
+    VARIANTS[f"gw32_p{_k}"] = (gemv_warps, None)
+VARIANTS["gw32"] = (gemv_warps, None)
+
+
 def rows_rule(bm, bn, bk, warps, stages, split=None):
     """Prefill tiles (M >= 128 rows): the given tile, and the K split (None: the rule's)."""
     def edit(kind, M, N, K, c):
@@ -132,6 +146,9 @@ def variant(name: str):
     if name == "gemv1":                                     # gemv.py for one row only (tl.dot from 2 rows)
         cfg_mod.GEMV_ROWS = 1
     late = getattr(dec_mod, "LATE_PDL_DECODE", None), getattr(dec_mod, "LATE_PDL_PREFILL", None)
+    programs = getattr(cfg_mod, "GEMV_PROGRAMS", None)
+    if name.startswith("gp") or "_p" in name and name.startswith("gw"):
+        cfg_mod.GEMV_PROGRAMS = int(name.rsplit("p", 1)[1]) * cfg_mod.SMS
     if name == "nolate":
         dec_mod.LATE_PDL_DECODE = dec_mod.LATE_PDL_PREFILL = False
     try:
@@ -144,6 +161,8 @@ def variant(name: str):
             cfg_mod.GEMV_ROWS = rows
         if late[0] is not None:
             dec_mod.LATE_PDL_DECODE, dec_mod.LATE_PDL_PREFILL = late
+        if programs is not None:
+            cfg_mod.GEMV_PROGRAMS = programs
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -269,7 +288,7 @@ def main() -> None:
     ap.add_argument("--only", default="",
                     help="comma list: decode1, decode64, decode8, decode4, decode2, xl, prefill (default: all)")
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
-    ap.add_argument("--variants", default="", help="comma list: only these decode variants")
+    ap.add_argument("--variants", default="", help="comma list: these decode variants (after base) in every part")
     a = ap.parse_args()
     t_end = time.time() + a.budget_s
     gbps = copy_gbps(torch.device("cuda"))
@@ -293,8 +312,11 @@ def main() -> None:
                    ("gpt2", 2, 512, one),
                    ("gpt2-xl", 1, 512, one)]
     if a.variants:
-        keep = set(a.variants.split(","))
-        decode_plan = [(p, B, c, [n for n in names if n in keep]) for p, B, c, names in decode_plan]
+        given = ["base"] + [n for n in a.variants.split(",") if n != "base"]
+        unknown = [n for n in given if n.split("@")[0] not in VARIANTS]
+        if unknown:
+            sys.exit(f"decode_ab: unknown variants {unknown}; see VARIANTS in bench/decode_ab.py.")
+        decode_plan = [(p, B, c, given) for p, B, c, names in decode_plan]
     prefill_names = ["base", "nolate", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     only = set(filter(None, a.only.split(",")))
     for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "decode4", "decode2",

@@ -63,6 +63,7 @@ for stage in "$@"; do
            run ncu_$n 200 bash -c "$cmd > /tmp/ncu_$n.csv"
            run ncu_summary_$n 30 python3 bench/ncu_summary.py /tmp/ncu_$n.csv "$OUT/ncu_$n.json" --command "$cmd"
          done ;;
+    gemm) run gemm 200 python3 bench/gemm_probe.py --out "$OUT/gemm_probe.json" ;;
     decode_ab) run decode_ab ${AB_S:-400} python3 bench/decode_ab.py --out "$OUT/decode_ab.json" \
                  --budget-s $(( ${AB_S:-400} - 70 )) ${AB_ARGS:-} ;;
     inductor) run compile_inductor 200 python3 -m dynashape compile random:gpt2 --seq 1:1024 --batch 1:64 --device cuda \
