@@ -27,7 +27,6 @@ sys.path.insert(0, os.environ.get("DYNASHAPE_SRC", "src"))   # another tree (a b
 from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
 from dynashape.models.kernels import attention as attn_mod, config as cfg_mod, decode as dec_mod  # noqa: E402
-from dynashape.models.kernels.config import _pow2  # noqa: E402
 from dynashape.models.load import PRESETS  # noqa: E402
 from dynashape.runtime.graphs import capture  # noqa: E402
 
@@ -103,17 +102,20 @@ VARIANTS = {   # name -> (matmul rule edit(kind, M, N, K, cfg) or None, attentio
 }
 
 
-def gemv_warps(kind, M, N, K, c):
-    """gemv.py's rows: warps for ~32 weight elements a thread (4 to 16), instead of 4 or 8."""
-    if M > cfg_mod.GEMV_ROWS or c.use_dot:
-        return c
-    return dataclasses.replace(c, num_warps=min(16, max(4, c.block_n * _pow2(K) // 1024)))
+def one_program_per_head(block: int, warps: int, split: int = 1):
+    """One row: `split` programs per head (1: no combine kernel) over blocks of `block` positions."""
+    return None, lambda M, H, L, c: (dataclasses.replace(c, split=split, block_k=min(block, L), num_warps=warps)
+                                     if M == 1 else c)
 
 
-for _k in (2, 3, 4, 6):      # gemv.py: at most k programs per SM, each streaming several column blocks
-    VARIANTS[f"gp{_k}"] = (None, None)
-    VARIANTS[f"gw32_p{_k}"] = (gemv_warps, None)
-VARIANTS["gw32"] = (gemv_warps, None)
+for _b, _w, _s in ((256, 8, 1), (512, 16, 1), (512, 8, 1), (256, 8, 2), (128, 4, 1)):
+    VARIANTS[f"attn1_b{_b}w{_w}s{_s}_noprefetch"] = one_program_per_head(_b, _w, _s)
+VARIANTS["attn1_b128w4s1"] = one_program_per_head(128, 4)
+for _b, _w in ((64, 2), (128, 2), (64, 4), (128, 4)):   # rows above 8: registers for one wave of programs
+    VARIANTS[f"attn64_b{_b}w{_w}_noprefetch"] = (None, lambda M, H, L, c, b=_b, w=_w: dataclasses.replace(
+        c, block_k=b, num_warps=w) if M > 8 else c)
+VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
+
 
 
 def rows_rule(bm, bn, bk, warps, stages, split=None):
@@ -146,9 +148,6 @@ def variant(name: str):
     if name == "gemv1":                                     # gemv.py for one row only (tl.dot from 2 rows)
         cfg_mod.GEMV_ROWS = 1
     late = getattr(dec_mod, "LATE_PDL_DECODE", None), getattr(dec_mod, "LATE_PDL_PREFILL", None)
-    programs = getattr(cfg_mod, "GEMV_PROGRAMS", None)
-    if name.startswith("gp") or "_p" in name and name.startswith("gw"):
-        cfg_mod.GEMV_PROGRAMS = int(name.rsplit("p", 1)[1]) * cfg_mod.SMS
     if name == "nolate":
         dec_mod.LATE_PDL_DECODE = dec_mod.LATE_PDL_PREFILL = False
     try:
@@ -161,8 +160,6 @@ def variant(name: str):
             cfg_mod.GEMV_ROWS = rows
         if late[0] is not None:
             dec_mod.LATE_PDL_DECODE, dec_mod.LATE_PDL_PREFILL = late
-        if programs is not None:
-            cfg_mod.GEMV_PROGRAMS = programs
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -286,7 +283,8 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="",
-                    help="comma list: decode1, decode64, decode8, decode4, decode2, xl, prefill (default: all)")
+                    help="comma list: decode1, decode1s (ctx 128), decode64, decode8, decode4, decode2, xl, prefill "
+                    "(default: all)")
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
     ap.add_argument("--variants", default="", help="comma list: these decode variants (after base) in every part")
     a = ap.parse_args()
@@ -306,6 +304,7 @@ def main() -> None:
     one = ["base"]
     late = ["base", "nolate"]
     decode_plan = [("gpt2", 1, 512, one),
+                   ("gpt2", 1, 128, one),
                    ("gpt2", 64, 512, late),
                    ("gpt2", 8, 512, late),
                    ("gpt2", 4, 512, late),
@@ -319,8 +318,8 @@ def main() -> None:
         decode_plan = [(p, B, c, given) for p, B, c, names in decode_plan]
     prefill_names = ["base", "nolate", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     only = set(filter(None, a.only.split(",")))
-    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode64", "decode8", "decode4", "decode2",
-                                                           "xl")):
+    for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode1s", "decode64", "decode8", "decode4",
+                                                           "decode2", "xl")):
         if only and part not in only and not (part == "decode1" and "prefill" in only):
             continue
         model, k, v = build(preset, 65 if B > 1 else 2, 1024)
@@ -329,7 +328,7 @@ def main() -> None:
             rounds(res, "decode", names, lambda name: decode_case(model, k, v, B, ctx, a.steps, a.replays),
                    a.rounds, t_end, model=preset, batch=B, ctx=ctx, floor_ms=round(fl, 5))
             save()
-        if preset == "gpt2" and B == 1 and (not only or "prefill" in only):
+        if part == "decode1" and (not only or "prefill" in only):
             for T in (512, 128, 64, 16):
                 names_t = [n for n in prefill_names if T >= 128 or not (n.startswith("p1") or n == "pre_st4")]
                 rounds(res, "prefill", names_t,

@@ -78,7 +78,7 @@ def check_greedy_update(M, dtype):
     """head_argmax + greedy_update against torch.argmax over the logits ln_linear stores: its tie rule (the
     first index) within a column block and across blocks, padding columns (>= V) never chosen, the
     last real column, all-equal logits; and the state writes."""
-    from dynashape.models.kernels import config, greedy_update, head_argmax, ln_linear
+    from dynashape.models.kernels import greedy_update, head_argmax, ln_linear
     dt = getattr(torch, dtype)
     g = torch.Generator().manual_seed(M)
     V, K = 700, 64                                                        # 44 column blocks of 16, 11 of 64
@@ -93,15 +93,10 @@ def check_greedy_update(M, dtype):
             w[c] = u                                                      # identical rows: tied logits
         w = w.to(dt)
         ref = ln_linear(x, ln_w, ln_b, 1e-5, w)[:, :V].argmax(-1)       # torch's rule on the stored logits
-        for programs in (0, 60):             # 60: gemv.py's programs stream 4 column blocks each (M <= 2)
-            config.GEMV_PROGRAMS, before = programs, config.GEMV_PROGRAMS
-            tok_state, pos_state, out = (torch.zeros(n, dtype=torch.long) for n in (5, 5, M))
-            try:
-                greedy_update(*head_argmax(x, ln_w, ln_b, 1e-5, w, V), rows, pos, tok_state, pos_state, out)
-            finally:
-                config.GEMV_PROGRAMS = before
-            assert out.tolist() == ref.tolist() == [want] * M, (ties, programs, out.tolist(), ref.tolist())
-            assert tok_state[rows].tolist() == [want] * M and pos_state[rows].tolist() == (pos + 1).tolist()
+        tok_state, pos_state, out = (torch.zeros(n, dtype=torch.long) for n in (5, 5, M))
+        greedy_update(*head_argmax(x, ln_w, ln_b, 1e-5, w, V), rows, pos, tok_state, pos_state, out)
+        assert out.tolist() == ref.tolist() == [want] * M, (ties, out.tolist(), ref.tolist())
+        assert tok_state[rows].tolist() == [want] * M and pos_state[rows].tolist() == (pos + 1).tolist()
 
 
 def torch_greedy_step(model):

@@ -41,8 +41,11 @@ def attention_config(M: int, H: int, L: int) -> KernelConfig:
     0.954 -> 0.925 ms, 46 -> 43 us per layer by ncu (64-position blocks: 0.987; same-run A/Bs,
     bench/results/h100_decode_ab3_*.json, h100_decode_ab4_gpt2_fp16.json). On the tl.dot rows (M > 2) 2 warps a
     program (more programs resident): batch 64 0.903 -> 0.887 ms, 8 rows 0.516 -> 0.502, 4 rows 0.473 -> 0.466
-    (h100_decode_ab10/ab11_gpt2_fp16.json; 1 warp: 2.8 ms)."""
-    block = max(16, min(32 if M == 1 else 64 if M <= 8 else 128, _pow2(L)))
+    (h100_decode_ab10/ab11_gpt2_fp16.json; 1 warp: 2.8 ms). Where rows x heads fill the GPU without a split
+    (M * H >= 512), 64-position blocks again: a program then needs 158 registers a thread instead of 246,
+    so all of batch 64's 768 programs are resident in one wave (6 an SM, not 4): 0.862 -> 0.841 ms per step
+    (bench/results/h100_decode_ab15_attn64.json; without the prefetch 0.97-1.00)."""
+    block = max(16, min(32 if M == 1 else 64 if M <= 8 or M * H >= 512 else 128, _pow2(L)))
     split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block), 32))
     if M * H >= 512:
         split = 1

@@ -17,9 +17,6 @@ SMS = 132                      # H100 SXM streaming multiprocessors
 # 2 rows 0.285 vs 0.446 ms, 4 rows 0.462 vs 0.471, 8 rows 0.961 vs 0.514 (the rows' reductions queue up).
 GEMV_ROWS = 2
 TARGET_PROGRAMS = 2 * SMS      # enough programs in flight to keep every SM's loads busy
-# gemv.py: a matrix of more column blocks than this runs this many programs, each streaming several
-# blocks (KernelConfig.iters) instead of waves of programs (0: one block per program, any count).
-GEMV_PROGRAMS = 0
 
 
 class KernelError(DynashapeError):
@@ -38,7 +35,6 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 2
     use_dot: bool = False      # tl.dot on tensor cores: block_m, block_n, block_k >= 16
-    iters: int = 1             # gemv.py: column blocks per program (strided by the grid), streamed one after another
 
 
 # Pipeline depth of the tl.dot kernels. The sweeps (one kernel replayed, its weights warm in L2) chose 3;
@@ -76,9 +72,7 @@ def _matmul_config(kind: str, M: int, N: int, K: int) -> KernelConfig:
     long_k = kind == "linear_residual" and K >= 4 * N and K >= 1024               # mlp.c_proj
     if M <= GEMV_ROWS:        # gemv.py holds a (block_n, K) weight slice and multiplies it with each row
         bn = 16 if N >= 16384 else 4 if long_k or not wide or kind != "linear_residual" else 2
-        blocks = _cdiv(N, bn)
-        iters = _cdiv(blocks, GEMV_PROGRAMS) if 0 < GEMV_PROGRAMS < blocks else 1
-        return KernelConfig(1, bn, min(256, _pow2(K)), 1, 8 if bn * K > 8192 else 4, 2, False, iters)
+        return KernelConfig(1, bn, min(256, _pow2(K)), 1, 8 if bn * K > 8192 else 4, 2, False)
     split, S = (4 if long_k else 1), STAGES
     if M >= 128:
         return KernelConfig(64, 64, 64, split, 4, S, True)

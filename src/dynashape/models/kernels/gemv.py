@@ -34,79 +34,48 @@ def pdl_supported(device: torch.device) -> bool:
 
 
 @_jit
-def _gemv_row(X, r, sxm, rk, k_ok, g, beta, eps, K: tl.constexpr, HAS_LN: tl.constexpr):
-    """Row r of X in fp32 over this program's K chunk, layer-normed with HAS_LN (then the chunk is all of K)."""
-    x = tl.load(X + r * sxm + rk, mask=k_ok, other=0.0).to(tl.float32)         # (KP,)
-    if HAS_LN:
-        mean = tl.sum(x, axis=0) / K
-        xc = tl.where(k_ok, x - mean, 0.0)
-        x = xc * tl.rsqrt(tl.sum(xc * xc, axis=0) / K + eps) * g + beta
-    return x
-
-
-@_jit
 def _gemv_kernel(X, LnW, LnB, W, Bias, Y, R, Kc, Vc, Slots, Pos, Amax, Aidx, N, L, V, eps, sxm, sym, srm,
                  sk0, sk1, sk2, sv0, sv1, sv2,
                  K: tl.constexpr, KP: tl.constexpr, KCH: tl.constexpr, C: tl.constexpr, D: tl.constexpr,
                  HAS_LN: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, MODE: tl.constexpr,
-                 ARGMAX: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
-                 USE_PDL: tl.constexpr):
+                 ARGMAX: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, K split): the weight slice first, then wait, then for each of the ROWS
-    rows x (layer-normed) . w and its epilogue: the weights are read once for all rows. With ITERS > 1
-    the program goes on to the column blocks pid + G, pid + 2G, ... (G programs), each block's weights
-    loaded while the previous one is used, so a matrix of more blocks than fit on the GPU at once
-    streams without waves of programs starting and ending."""
-    G = tl.num_programs(0)
-    P = tl.cdiv(N, BLOCK_N)                                                    # column blocks in all
-    blk = tl.program_id(0)
-    rn = blk * BLOCK_N + tl.arange(0, BLOCK_N)                                 # (BLOCK_N,)
+    rows x (layer-normed) . w and its epilogue: the weights are read once for all rows."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
+    n_ok = rn < N
     rk = tl.program_id(1) * KCH + tl.arange(0, KP)                             # (KP,)
     k_ok = (tl.arange(0, KP) < KCH) & (rk < K)
-    w = tl.load(W + rn.to(tl.int64)[:, None] * K + rk[None, :], mask=(rn < N)[:, None] & k_ok[None, :], other=0.0)
-    g = eps                                              # unused without HAS_LN
-    beta = eps
+    w = tl.load(W + rn.to(tl.int64)[:, None] * K + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
     if HAS_LN:
         g = tl.load(LnW + rk, mask=k_ok, other=0.0).to(tl.float32)
         beta = tl.load(LnB + rk, mask=k_ok, other=0.0).to(tl.float32)
     pdl_prologue(USE_PDL)  # the previous kernel's writes are visible now
-    x0 = _gemv_row(X, 0, sxm, rk, k_ok, g, beta, eps, K, HAS_LN)             # the rows once, for every block
-    x1 = x0
-    if ROWS > 1:
-        x1 = _gemv_row(X, 1, sxm, rk, k_ok, g, beta, eps, K, HAS_LN)
     rm = tl.arange(0, 1)
-    for it in tl.static_range(ITERS):
-        n_ok = rn < N
-        if it + 1 < ITERS:                                   # the next block's weights in flight meanwhile
-            rn2 = rn + G * BLOCK_N
-            w2 = tl.load(W + rn2.to(tl.int64)[:, None] * K + rk[None, :], mask=(rn2 < N)[:, None] & k_ok[None, :],
-                         other=0.0)
-        for r in tl.static_range(ROWS):
-            if r == 0:
-                x = x0
+    for r in tl.static_range(ROWS):
+        x = tl.load(X + r * sxm + rk, mask=k_ok, other=0.0).to(tl.float32)    # (KP,)
+        if HAS_LN:                                           # the whole row is here: KCH == K
+            mean = tl.sum(x, axis=0) / K
+            xc = tl.where(k_ok, x - mean, 0.0)
+            x = xc * tl.rsqrt(tl.sum(xc * xc, axis=0) / K + eps) * g + beta
+        acc = tl.sum(w.to(tl.float32) * x[None, :], axis=1)[None, :]           # (1, BLOCK_N)
+        if MODE == 3:                                        # PARTIAL: P (split, ROWS, N) in fp32
+            tl.store(Y + (tl.program_id(1) * ROWS + r) * N + rn[None, :], acc, mask=n_ok[None, :])
+        elif MODE == 2:                                      # RESIDUAL: Y = R + acc + b
+            _residual_epilogue(acc, Bias, R + r * srm, Y + r * sym, rm, rn, 1, N, 0, 0, HAS_BIAS)
+        else:
+            if HAS_BIAS:
+                acc += tl.load(Bias + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if ACT == 1:      # GPT-2 gelu_new: 0.5 a (1 + tanh(u)) = a * sigmoid(2u)
+                u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
+                acc = acc * tl.sigmoid(2.0 * u)
+            if MODE == 1:
+                _store_qkv(acc, Y + r * sym, Kc, Vc, Slots + r, Pos + r, rm, rn, 1, L, 0, sk0, sk1, sk2, sv0, sv1,
+                           sv2, C, D)
+            elif ARGMAX:                                     # greedy.py: partials instead of the logits
+                _argmax_epilogue(acc, Y, Amax + r * tl.num_programs(0), Aidx + r * tl.num_programs(0), rm, rn, 1,
+                                 V, tl.program_id(0), tl.num_programs(0))
             else:
-                x = x1
-            acc = tl.sum(w.to(tl.float32) * x[None, :], axis=1)[None, :]       # (1, BLOCK_N)
-            if MODE == 3:                                    # PARTIAL: P (split, ROWS, N) in fp32
-                tl.store(Y + (tl.program_id(1) * ROWS + r) * N + rn[None, :], acc, mask=n_ok[None, :])
-            elif MODE == 2:                                  # RESIDUAL: Y = R + acc + b
-                _residual_epilogue(acc, Bias, R + r * srm, Y + r * sym, rm, rn, 1, N, 0, 0, HAS_BIAS)
-            else:
-                if HAS_BIAS:
-                    acc += tl.load(Bias + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-                if ACT == 1:  # GPT-2 gelu_new: 0.5 a (1 + tanh(u)) = a * sigmoid(2u)
-                    u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
-                    acc = acc * tl.sigmoid(2.0 * u)
-                if MODE == 1:
-                    _store_qkv(acc, Y + r * sym, Kc, Vc, Slots + r, Pos + r, rm, rn, 1, L, 0, sk0, sk1, sk2, sv0,
-                               sv1, sv2, C, D)
-                elif ARGMAX:                                 # greedy.py: partials instead of the logits
-                    _argmax_epilogue(acc, Y, Amax + r * P, Aidx + r * P, rm, rn, (blk < P).to(tl.int32), V, blk, P)
-                else:
-                    tl.store(Y + r * sym + rn[None, :], acc.to(Y.dtype.element_ty), mask=n_ok[None, :])
-        if it + 1 < ITERS:
-            w = w2
-            rn = rn2
-            blk += G
+                tl.store(Y + r * sym + rn[None, :], acc.to(Y.dtype.element_ty), mask=n_ok[None, :])
 
 
 def launch_gemv(x, w, y, cfg, mode: int, *, ln=None, eps=0.0, b=None, act=0, residual=None, cache=None,
@@ -118,11 +87,9 @@ def launch_gemv(x, w, y, cfg, mode: int, *, ln=None, eps=0.0, b=None, act=0, res
     kc, vc, slots, pos, C, D, L, strides = _cache_args(cache, y)
     amax, aidx, V = argmax if argmax is not None else (y, y, 0)
     ln_w, ln_b = ln if ln is not None else (w, w)
-    iters = min(cfg.iters, _cdiv(N, cfg.block_n))
-    _gemv_kernel[(_cdiv(_cdiv(N, cfg.block_n), iters), split)](
+    _gemv_kernel[(_cdiv(N, cfg.block_n), split)](
         x, ln_w, ln_b, w, b if b is not None else w, y, residual if residual is not None else y,
         kc, vc, slots, pos, amax, aidx, N, L, V, float(eps), x.stride(0), y.stride(0) if y.dim() == 2 else 0,
         residual.stride(0) if residual is not None else 0, *strides,
         K=K, KP=_pow2(chunk), KCH=chunk, C=C, D=D, HAS_LN=ln is not None, HAS_BIAS=b is not None, ACT=act,
-        MODE=mode, ARGMAX=argmax is not None, ROWS=M, BLOCK_N=cfg.block_n, ITERS=iters,
-        num_warps=cfg.num_warps, **_pdl(pdl))
+        MODE=mode, ARGMAX=argmax is not None, ROWS=M, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, **_pdl(pdl))
