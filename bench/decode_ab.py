@@ -27,7 +27,6 @@ sys.path.insert(0, os.environ.get("DYNASHAPE_SRC", "src"))   # another tree (a b
 from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
 from dynashape.models.kernels import attention as attn_mod, config as cfg_mod, decode as dec_mod  # noqa: E402
-from dynashape.models.kernels import linear as lin_mod  # noqa: E402
 from dynashape.models.load import PRESETS  # noqa: E402
 from dynashape.runtime.graphs import capture  # noqa: E402
 
@@ -116,7 +115,6 @@ for _b, _w in ((64, 2), (128, 2), (64, 4), (128, 4)):   # rows above 8: register
     VARIANTS[f"attn64_b{_b}w{_w}_noprefetch"] = (None, lambda M, H, L, c, b=_b, w=_w: dataclasses.replace(
         c, block_k=b, num_warps=w) if M > 8 else c)
 VARIANTS["early"] = (None, None)           # early PDL (launch_dependents first) on every row count (see variant())
-VARIANTS["early_l2"] = (None, None)        # the same, the tl.dot kernels asking L2 for their weights before the wait
 VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
 
 
@@ -153,10 +151,9 @@ def variant(name: str):
     late = getattr(dec_mod, "LATE_PDL_DECODE", None), getattr(dec_mod, "LATE_PDL_PREFILL", None)
     if name == "nolate":
         dec_mod.LATE_PDL_DECODE = dec_mod.LATE_PDL_PREFILL = False
-    pdl_rule, l2 = dec_mod._pdl, getattr(lin_mod, "L2_PREFETCH", None)
-    if name.startswith("early"):
+    pdl_rule = dec_mod._pdl
+    if name == "early":
         dec_mod._pdl = lambda model, M, prefill=False: pdl_rule(model, M, prefill) and (True if not prefill else "late")
-        lin_mod.L2_PREFETCH = name == "early_l2"
     try:
         yield
     finally:
@@ -168,8 +165,6 @@ def variant(name: str):
         if late[0] is not None:
             dec_mod.LATE_PDL_DECODE, dec_mod.LATE_PDL_PREFILL = late
         dec_mod._pdl = pdl_rule
-        if l2 is not None:
-            lin_mod.L2_PREFETCH = l2
 
 
 def build(preset: str, n_slots: int, L: int):

@@ -55,18 +55,6 @@ def pdl_prologue(USE_PDL: tl.constexpr):
         gdc_wait()                                       # the previous kernel's writes are visible after this
 
 
-@_jit
-def prefetch_weights_l2(W, rn, N, k_lo, K: tl.constexpr, K_CHUNK: tl.constexpr, LINES: tl.constexpr):
-    """Ask L2 for this program's weight rows rn, columns [k_lo, k_lo + K_CHUNK), one request per 128-byte
-    line (LINES >= the lines of a row), without waiting: under early PDL this runs before the wait for
-    the previous kernel, so the K loop after it finds its weights in L2 instead of HBM."""
-    col = k_lo + tl.arange(0, LINES) * (1024 // W.dtype.element_ty.primitive_bitwidth)   # a line's elements
-    ok = (rn < N)[:, None] & (col < tl.minimum(k_lo + K_CHUNK, K))[None, :]
-    at = tl.where(ok, rn.to(tl.int64)[:, None] * K + col[None, :], 0)
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [W + at], dtype=tl.int32,
-                              is_pure=False, pack=1)
-
-
 def require_triton(*tensors: torch.Tensor) -> None:
     """Clear errors instead of Triton's: no Triton, or tensors on different devices."""
     if triton is None:
@@ -184,14 +172,12 @@ def _proj_kernel(X, W, Bias, Y, Kc, Vc, Slots, Pos, Amax, Aidx, M, N, L, V, sxm,
                  K: tl.constexpr, C: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr,
                  ACT: tl.constexpr, TO_CACHE: tl.constexpr, ARGMAX: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
-                 DOT_PREC: tl.constexpr, L2_LINES: tl.constexpr, USE_PDL: tl.constexpr):
+                 DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, row block): act(x @ w.T + b) -> Y, or q/k/v (TO_CACHE), or per-row argmax
     partials (ARGMAX); x is layer-normed."""
+    pdl_prologue(USE_PDL)
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
-    if L2_LINES > 0:
-        prefetch_weights_l2(W, rn, N, 0, K, K, L2_LINES)
-    pdl_prologue(USE_PDL)
     acc = _matmul_tile(X, W, rm, rn, M, N, sxm, 0, K, K, BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)
     if HAS_BIAS:
         acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
@@ -221,14 +207,12 @@ def _residual_epilogue(acc, Bias, R, Y, rm, rn, M, N, srm, sym, HAS_BIAS: tl.con
 def _linear_kernel(Hx, W, Bias, R, Y, P, M, N, shm, srm, sym,
                    K: tl.constexpr, K_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr, L2_LINES: tl.constexpr, USE_PDL: tl.constexpr):
+                   USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr, USE_PDL: tl.constexpr):
     """Program (column block, K split, row block): h @ w.T over one K chunk; fp32 partial to P
     (SPLIT) or the finished residual + ... + b to Y."""
+    pdl_prologue(USE_PDL)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)                    # (BLOCK_N,)
     rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
-    if L2_LINES > 0:
-        prefetch_weights_l2(W, rn, N, tl.program_id(1) * K_CHUNK, K, K_CHUNK, L2_LINES)
-    pdl_prologue(USE_PDL)
     acc = _matmul_tile(Hx, W, rm, rn, M, N, shm, tl.program_id(1) * K_CHUNK, K, K_CHUNK,
                        BLOCK_M, BLOCK_N, BLOCK_K, USE_DOT, DOT_PREC)           # (BLOCK_M, BLOCK_N)
     if SPLIT:
@@ -293,18 +277,6 @@ def _pdl(pdl) -> dict:
     return {"USE_PDL": 2 if pdl == "late" else 1, "launch_pdl": True}
 
 
-# The tl.dot kernels launched with early PDL (``pdl=True``) ask L2 for their weights before they wait for
-# the previous kernel (``prefetch_weights_l2``). Late PDL and no PDL start after the previous kernel.
-L2_PREFETCH = True
-
-
-def _l2_lines(w: torch.Tensor, k_chunk: int, pdl) -> int:
-    """The L2_LINES constexpr: 128-byte lines per weight row chunk (a power of two), 0 for no prefetch."""
-    if pdl is not True or not L2_PREFETCH:
-        return 0
-    return _pow2(_cdiv(k_chunk * w.element_size(), 128))
-
-
 def _cache_args(cache, y) -> tuple:
     """The TO_CACHE epilogue's arguments: (k, v, slots, pos, C, D, L, six strides); placeholders without a cache."""
     if cache is None:
@@ -336,8 +308,7 @@ def _launch_ln_linear(x, ln_w, ln_b, eps, w, b, y, cfg, act=0, cache=None, argma
         *strides, K=K, C=C, D=D, HAS_BIAS=b is not None, ACT=act, TO_CACHE=cache is not None,
         ARGMAX=argmax is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, USE_DOT=cfg.use_dot,
-        DOT_PREC=_dot_prec(w), L2_LINES=_l2_lines(w, K, pdl), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **_pdl(pdl))
+        DOT_PREC=_dot_prec(w), num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))
 
 
 def ln_linear(x, ln_w, ln_b, eps: float, w, b=None, act=None, out=None, config=None, pdl=False) -> torch.Tensor:
@@ -396,7 +367,7 @@ def linear_residual(h, w, b, residual, out=None, config=None, pdl=False) -> torc
         _linear_kernel[grid](h, w, bias, residual, y, part, M, N, h.stride(0), residual.stride(0), y.stride(0),
                              K=K, K_CHUNK=chunk, HAS_BIAS=b is not None, SPLIT=split > 1,
                              BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                             USE_DOT=cfg.use_dot, DOT_PREC=_dot_prec(w), L2_LINES=_l2_lines(w, chunk, pdl),
+                             USE_DOT=cfg.use_dot, DOT_PREC=_dot_prec(w),
                              num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))
     if split > 1:
         rbm, rbn = min(_pow2(M), 4), 256
