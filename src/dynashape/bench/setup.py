@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -17,8 +16,9 @@ from .machine import machine_facts
 def _engine(s, device):
     from .. import api
     from ..engine import Engine
+    from ..engine.store import is_engine_dir
 
-    if (Path(s.target) / "engine.json").exists():
+    if is_engine_dir(s.target):
         t0 = time.perf_counter()
         engine = Engine.load(s.target)
         load_s = time.perf_counter() - t0

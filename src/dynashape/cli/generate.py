@@ -3,15 +3,9 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from ..errors import GenerateError
 from .output import Progress, print_json
-
-
-def _is_engine(target: str) -> bool:
-    path = Path(target)
-    return (path / "engine.json").exists() or (path.is_dir() and not (path / "config.json").exists())
 
 
 def _prompts(args, tokenizer) -> list[list[int]]:
@@ -69,11 +63,12 @@ def _from_model(args, progress):
 
 
 def run_generate(args) -> int:
+    from ..engine.store import is_engine_dir
     from ..runtime.sampling import SamplingSettings
 
     sampling = SamplingSettings(args.temperature, args.top_k, args.top_p, args.seed)
     progress = Progress(quiet=True)          # stdout carries only the generated text
-    if _is_engine(args.target):
+    if is_engine_dir(args.target):
         from ..engine import Engine
 
         with progress(f"load {args.target}"):

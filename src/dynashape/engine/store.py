@@ -43,6 +43,13 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_engine_dir(target) -> bool:
+    """Whether a CLI/API target names an engine directory rather than a model: it holds engine.json, or
+    it is a directory without a model's config.json (loading it as an engine then says what is missing)."""
+    path = Path(target)
+    return (path / "engine.json").exists() or (path.is_dir() and not (path / "config.json").exists())
+
+
 def rebuild_command(args: dict) -> str:
     """``dynashape compile`` command line from compile_args (model, seq, batch, backend, device, dtype, out)."""
     parts = ["dynashape compile", str(args.get("model", "MODEL"))]

@@ -37,8 +37,9 @@ class EngineSource:
 
     @property
     def is_engine(self) -> bool:
-        path = Path(self.target)
-        return (path / "engine.json").exists() or (path.is_dir() and not (path / "config.json").exists())
+        from ..engine.store import is_engine_dir
+
+        return is_engine_dir(self.target)
 
     # ---- cheap checks ---------------------------------------------------------------------------
     def check(self) -> EngineFacts:
