@@ -38,6 +38,24 @@ def test_compile_refuses_what_the_plan_refuses_before_any_work(tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+def test_a_loaded_model_is_planned_from_its_own_config(tmp_path):
+    """compile(..., loaded=lm) builds lm: the plan must follow lm's config, not the preset its name
+    came from (a 1-layer model named random:tiny planned as 2 layers passed the wrong cache count)."""
+    from dynashape.models.load import LoadedModel, model_from_config, preset_config
+
+    cfg = preset_config("tiny")
+    cfg.n_layer = 1
+    lm = LoadedModel("random:tiny", "random", model_from_config(cfg).eval(), cfg)
+    assert dynashape.plan(lm, seq="1:32").model["n_layer"] == 1
+    assert dynashape.plan("random:tiny", seq="1:32").model["n_layer"] == preset_config("tiny").n_layer != 1
+    engine = dynashape.compile("random:tiny", seq="1:32", batch="1:2", backend="eager", loaded=lm)
+    ids = [5, 6, 7]
+    with torch.no_grad():
+        want = lm.model.generate(torch.tensor([ids]), max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                                 eos_token_id=None, pad_token_id=0)[0, 3:].tolist()
+    assert engine.plan.model["n_layer"] == 1 and engine.generate([ids], 5, ignore_eos=True) == [want]
+
+
 def test_public_names_resolve():
     for name in dynashape.__all__:
         assert getattr(dynashape, name) is not None

@@ -21,9 +21,10 @@ from .planning.rules import PlanSettings, make_plan
 from .planning.shapes import ShapePlan, parse_range
 
 
-def plan(model: str, seq: str, batch: str = "1", device: str = "cpu", dtype: str = "float32",
+def plan(model, seq: str, batch: str = "1", device: str = "cpu", dtype: str = "float32",
          **settings) -> ShapePlan:
-    """The ShapePlan for ``model`` (config only, no weights); check ``plan.ok`` / ``plan.refused``.
+    """The ShapePlan for ``model``: a name (its config only, no weights) or a model already loaded
+    (``models.load_model``: its own config); check ``plan.ok`` / ``plan.refused``.
 
     ``settings`` are PlanSettings fields: backend, attn, kernels, graph_batches, prefill_bucket, ...
     """
@@ -31,7 +32,8 @@ def plan(model: str, seq: str, batch: str = "1", device: str = "cpu", dtype: str
     if attn not in ("sdpa", "eager"):
         raise PlanError(f"unknown attention implementation {attn!r}.", "use --attn sdpa or --attn eager.")
     dtype = dtype_name(parse_dtype(dtype))
-    return make_plan(load_info(model, attn), PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"),
+    info = model.info() if hasattr(model, "info") else load_info(model, attn)
+    return make_plan(info, PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"),
                                                           attn=attn, device=device, dtype=dtype, **settings))
 
 
@@ -48,9 +50,11 @@ def compile(model: str, seq: str, batch: str = "1", backend: str = "auto", devic
 
     Everything cheap is checked first (the plan, the backend, the device, the output directory), so a
     mistake costs no compile time. ``progress(what)`` is an optional context-manager factory per step.
+    ``loaded``: the model already loaded (``models.load_model``); the plan follows its config.
     """
     device = resolve_device(device)
-    p = plan(model, seq, batch, device=device, dtype=dtype, backend=backend, **plan_settings)
+    p = plan(loaded if loaded is not None else model, seq, batch, device=device, dtype=dtype, backend=backend,
+             **plan_settings)
     require_ok(p)
     get_backend(p.runtime.backend)
     if out is not None:
