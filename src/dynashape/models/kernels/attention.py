@@ -44,7 +44,8 @@ def attention_config(M: int, H: int, L: int) -> KernelConfig:
     (h100_decode_ab10/ab11_gpt2_fp16.json; 1 warp: 2.8 ms). Where rows x heads fill the GPU without a split
     (M * H >= 512), 64-position blocks again: a program then needs 158 registers a thread instead of 246,
     so all of batch 64's 768 programs are resident in one wave (6 an SM, not 4): 0.862 -> 0.841 ms per step
-    (bench/results/h100_decode_ab15_attn64.json; without the prefetch 0.97-1.00)."""
+    (bench/results/h100_decode_ab15_attn64.json; without the prefetch 0.97-1.00); by ncu 43.0 -> 40.2 us a
+    layer (h100_ncu_decode_gpt2_b64_44b8644.json)."""
     block = max(16, min(32 if M == 1 else 64 if M <= 8 or M * H >= 512 else 128, _pow2(L)))
     split = max(1, min(_cdiv(TARGET_PROGRAMS, M * H), _cdiv(L, block), 32))
     if M * H >= 512:
