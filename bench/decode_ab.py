@@ -114,9 +114,6 @@ VARIANTS["attn1_b128w4s1"] = one_program_per_head(128, 4)
 for _b, _w in ((64, 2), (128, 2), (64, 4), (128, 4)):   # rows above 8: registers for one wave of programs
     VARIANTS[f"attn64_b{_b}w{_w}_noprefetch"] = (None, lambda M, H, L, c, b=_b, w=_w: dataclasses.replace(
         c, block_k=b, num_warps=w) if M > 8 else c)
-for _b, _w, _st in ((64, 2, 3), (64, 2, 4), (32, 2, 4), (32, 2, 3), (64, 4, 3)):   # shared-memory pipelining
-    VARIANTS[f"attn64_b{_b}w{_w}s{_st}"] = (None, lambda M, H, L, c, b=_b, w=_w, st=_st: dataclasses.replace(
-        c, block_k=b, num_warps=w, num_stages=st) if M > 8 else c)
 VARIANTS["early"] = (None, None)           # early PDL (launch_dependents first) on every row count (see variant())
 VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
 

@@ -57,7 +57,7 @@ def attention_config(M: int, H: int, L: int) -> KernelConfig:
 def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
                      sk0, sk1, sk2, sv0, sv1, sv2, D: tl.constexpr, DP: tl.constexpr,
                      NSPLIT: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr, PREFETCH: tl.constexpr,
-                     STAGES: tl.constexpr, USE_PDL: tl.constexpr):
+                     USE_PDL: tl.constexpr):
     """Program (m * H + h, split): online softmax over positions [lo, hi) of row m's length."""
     pdl_prologue(USE_PDL)  # q and the new cache position come from the previous kernel
     mh = tl.program_id(0)
@@ -82,7 +82,7 @@ def _split_kv_kernel(Q, Kc, Vc, Slots, Pos, O, Mp, Lp, scale, H, L, sqm, som,
         tile_ok = (s < hi)[:, None] & d_ok[None, :]
         k = tl.load(k_row + s[:, None] * sk2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
         v = tl.load(v_row + s[:, None] * sv2 + d[None, :], mask=tile_ok, other=0.0)    # (BLOCK, DP)
-    for start in tl.range(lo, hi, BLOCK, num_stages=STAGES):    # STAGES > 1: blocks ahead in shared memory
+    for start in range(lo, hi, BLOCK):
         s = start + tl.arange(0, BLOCK)
         ok = s < hi
         if PREFETCH:                                         # the next block in flight while this one is used
@@ -152,9 +152,8 @@ def decode_attention(q, k_cache, v_cache, slots, pos, n_head: int, scale: float,
     H, DP, n = n_head, _pow2(D), cfg.split
     out = q.new_empty(q.shape)
     strides = (q.stride(0), out.stride(0), *k_cache.stride()[:3], *v_cache.stride()[:3])
-    piped = cfg.num_stages > 2 or not PREFETCH           # blocks ahead through shared memory, not registers
-    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, PREFETCH=not piped, STAGES=cfg.num_stages if piped else 1,
-                  num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_pdl(pdl))
+    launch = dict(D=D, DP=DP, NSPLIT=n, BLOCK=cfg.block_k, PREFETCH=PREFETCH, num_warps=cfg.num_warps,
+                  num_stages=cfg.num_stages, **_pdl(pdl))
     if n == 1:
         _split_kv_kernel[(M * H, 1)](q, k_cache, v_cache, slots, pos, out, out, out, float(scale), H, L,
                                      *strides, SINGLE=True, **launch)
