@@ -27,6 +27,8 @@ sys.path.insert(0, os.environ.get("DYNASHAPE_SRC", "src"))   # another tree (a b
 from dynashape.bench.machine import copy_gbps, machine_facts  # noqa: E402
 from dynashape.models import gpt2 as gpt2_mod  # noqa: E402
 from dynashape.models.kernels import attention as attn_mod, config as cfg_mod, decode as dec_mod  # noqa: E402
+from dynashape.models.kernels import prefill as pre_mod  # noqa: E402
+from dynashape.models.kernels.config import _pow2  # noqa: E402
 from dynashape.models.load import PRESETS  # noqa: E402
 from dynashape.runtime.graphs import capture  # noqa: E402
 
@@ -114,6 +116,11 @@ VARIANTS["attn1_b128w4s1"] = one_program_per_head(128, 4)
 for _b, _w in ((64, 2), (128, 2), (64, 4), (128, 4)):   # rows above 8: registers for one wave of programs
     VARIANTS[f"attn64_b{_b}w{_w}_noprefetch"] = (None, lambda M, H, L, c, b=_b, w=_w: dataclasses.replace(
         c, block_k=b, num_warps=w) if M > 8 else c)
+PREFILL_ATTENTION = {   # prefill attention tiles (block_m query rows, block_n keys, warps, stages); see variant()
+    "pa_b32w2": (32, 32, 2, 2), "pa_b64w4s3": (64, 64, 4, 3), "pa_m128n64w8": (128, 64, 8, 2),
+    "pa_m64n32w4": (64, 32, 4, 2), "pa_m128n32w8": (128, 32, 8, 3), "pa_b32w4s3": (32, 32, 4, 3)}
+for _name in PREFILL_ATTENTION:
+    VARIANTS[_name] = (None, None)
 VARIANTS["early"] = (None, None)           # early PDL (launch_dependents first) on every row count (see variant())
 VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
 
@@ -151,7 +158,12 @@ def variant(name: str):
     late = getattr(dec_mod, "LATE_PDL_DECODE", None), getattr(dec_mod, "LATE_PDL_PREFILL", None)
     if name == "nolate":
         dec_mod.LATE_PDL_DECODE = dec_mod.LATE_PDL_PREFILL = False
-    pdl_rule = dec_mod._pdl
+    pdl_rule, pa_rule = dec_mod._pdl, pre_mod.prefill_attention_config
+    if name in PREFILL_ATTENTION:
+        bm, bn, w, st = PREFILL_ATTENTION[name]
+        pre_mod.prefill_attention_config = lambda T: dataclasses.replace(
+            pa_rule(T), block_m=max(16, min(bm, _pow2(T))), block_n=max(16, min(bn, _pow2(T))), num_warps=w,
+            num_stages=st)
     if name == "early":
         dec_mod._pdl = lambda model, M, prefill=False: pdl_rule(model, M, prefill) and (True if not prefill else "late")
     try:
@@ -164,7 +176,7 @@ def variant(name: str):
             cfg_mod.GEMV_ROWS = rows
         if late[0] is not None:
             dec_mod.LATE_PDL_DECODE, dec_mod.LATE_PDL_PREFILL = late
-        dec_mod._pdl = pdl_rule
+        dec_mod._pdl, pre_mod.prefill_attention_config = pdl_rule, pa_rule
 
 
 def build(preset: str, n_slots: int, L: int):
@@ -322,6 +334,8 @@ def main() -> None:
             sys.exit(f"decode_ab: unknown variants {unknown}; see VARIANTS in bench/decode_ab.py.")
         decode_plan = [(p, B, c, given) for p, B, c, names in decode_plan]
     prefill_names = ["base", "nolate", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
+    if a.variants:
+        prefill_names = given
     only = set(filter(None, a.only.split(",")))
     for (preset, B, ctx, names), part in zip(decode_plan, ("decode1", "decode1s", "decode64", "decode8", "decode4",
                                                            "decode2", "xl")):
