@@ -305,6 +305,10 @@ def main() -> None:
     ap.add_argument("--tiles", action="store_true", help="also try larger prefill tiles")
     ap.add_argument("--variants", default="", help="comma list: these decode variants (after base) in every part")
     a = ap.parse_args()
+    given = ["base"] + [n for n in a.variants.split(",") if n and n != "base"]
+    unknown = [n for n in given if n.split("@")[0] not in VARIANTS]
+    if unknown:
+        sys.exit(f"decode_ab: unknown variants {unknown}; see VARIANTS in bench/decode_ab.py.")
     t_end = time.time() + a.budget_s
     gbps = copy_gbps(torch.device("cuda"))
     tree = f"DYNASHAPE_SRC={os.environ['DYNASHAPE_SRC']} " if os.environ.get("DYNASHAPE_SRC") else ""
@@ -328,10 +332,6 @@ def main() -> None:
                    ("gpt2", 2, 512, one),
                    ("gpt2-xl", 1, 512, one)]
     if a.variants:
-        given = ["base"] + [n for n in a.variants.split(",") if n != "base"]
-        unknown = [n for n in given if n.split("@")[0] not in VARIANTS]
-        if unknown:
-            sys.exit(f"decode_ab: unknown variants {unknown}; see VARIANTS in bench/decode_ab.py.")
         decode_plan = [(p, B, c, given) for p, B, c, names in decode_plan]
     prefill_names = ["base", "nolate", "torch"] + [n for n in VARIANTS if n.startswith("p1") and a.tiles]
     if a.variants:
