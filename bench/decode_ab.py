@@ -125,7 +125,6 @@ VARIANTS["early"] = (None, None)           # early PDL (launch_dependents first)
 VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
 
 
-
 def rows_rule(bm, bn, bk, warps, stages, split=None):
     """Prefill tiles (M >= 128 rows): the given tile, and the K split (None: the rule's)."""
     def edit(kind, M, N, K, c):
