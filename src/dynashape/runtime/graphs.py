@@ -30,6 +30,19 @@ def _fields(B: int, T: int) -> list[int]:
     return [start + j * _round_up(B, 2) for j in range(5)]
 
 
+def prefill_len(plan, n: int) -> int:
+    """The length a prompt of n tokens is right-padded to (bucketed; compiled graphs start at 2)."""
+    T = _round_up(plan.graph_size("seq", n), plan.runtime.prefill_bucket)
+    return max(min(T, plan.graph["seq"].max), n)
+
+
+def decode_batch(plan, n: int, graphs: bool = True) -> int:
+    """The batch a step of n rows runs as: with CUDA graphs the smallest captured size >= n; at least the
+    graph's min."""
+    sizes = [s for s in plan.runtime.cuda_graph_batches if s >= n] if graphs else []
+    return plan.graph_size("batch", min(sizes) if sizes else n)
+
+
 def capture(body, pool=None) -> torch.cuda.CUDAGraph:
     """Run ``body`` once on a side stream (compilation, autotuning and library workspaces stay out of the
     graph), then capture it into a CUDA graph (from ``pool`` when given)."""
@@ -56,14 +69,10 @@ class GraphSet:
 
     # ---- sizes -----------------------------------------------------------------------------------
     def batch_size(self, n: int) -> int:
-        """The batch a step of n rows runs as: the smallest captured size >= n, at least the graph's min."""
-        sizes = [s for s in self.policy.cuda_graph_batches if s >= n] if self.cuda else []
-        return self.plan.graph_size("batch", min(sizes) if sizes else n)
+        return decode_batch(self.plan, n, self.cuda)
 
     def prefill_len(self, n: int) -> int:
-        """The length a prompt of n tokens is right-padded to (bucketed; compiled graphs start at 2)."""
-        T = _round_up(self.plan.graph_size("seq", n), self.policy.prefill_bucket)
-        return max(min(T, self.plan.graph["seq"].max), n)
+        return prefill_len(self.plan, n)
 
     def _rows(self, slots: list[int], B: int) -> torch.Tensor:
         return torch.tensor(slots + [self.scratch] * (B - len(slots)), dtype=torch.long)

@@ -113,22 +113,11 @@ def _estimate_inflight(t: list[float], m: list[int], tpot_s: float) -> list[int]
 
 # ---- padding of a plan against traffic ---------------------------------------------------------------
 
-def prefill_len(plan, n: int) -> int:
-    """The length a prompt of n runs as (as runtime/graphs.py GraphSet.prefill_len)."""
-    bucket = plan.runtime.prefill_bucket
-    T = -(-plan.graph_size("seq", n) // bucket) * bucket
-    return max(min(T, plan.graph["seq"].max), n)
-
-
-def decode_batch(plan, n: int) -> int:
-    """The batch n running rows decode as (as runtime/graphs.py GraphSet.batch_size)."""
-    sizes = [s for s in plan.runtime.cuda_graph_batches if s >= n]
-    return plan.graph_size("batch", min(sizes) if sizes else n)
-
-
 def waste(plan, traffic: Traffic) -> dict:
     """What this plan does with this traffic: padding shares, refusals, waits (arrivals see time
     averages, so in-flight counts at arrivals sample the running batch over time)."""
+    from ..runtime.graphs import decode_batch, prefill_len     # the runtime's own padding rules
+
     seq_max, batch_max = plan.serve["seq"].max, plan.serve["batch"].max
     fits = [(p, m) for p, m in zip(traffic.prompt_len, traffic.max_tokens) if p + m <= seq_max]
     real = sum(p for p, _ in fits)
