@@ -3,11 +3,9 @@ compiled by ``torch.compile`` (mode reduce-overhead), timed by a pass-through lo
 marks when each new token's logits are ready."""
 from __future__ import annotations
 
-import time
-
 import torch
 
-from .machine import Timer
+from ..runtime.streaming import Clock
 
 
 class Skip(Exception):
@@ -15,16 +13,13 @@ class Skip(Exception):
 
 
 class _Marks:
-    def __init__(self, device):
-        self.cuda, self.marks = device.type == "cuda", []
+    """A pass-through logits processor: one mark on the clock per new token's logits."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
 
     def __call__(self, input_ids, scores):
-        if self.cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            self.marks.append(ev)
-        else:
-            self.marks.append(time.perf_counter())
+        self.clock.mark(1)
         return scores
 
 
@@ -48,12 +43,10 @@ class HFRunner:
         from transformers import LogitsProcessorList
 
         cfg = self.GenerationConfig(max_new_tokens=new_tokens, **self.kw)
-        marks = _Marks(self.device)
-        start = Timer(self.device)
+        clock = Clock(self.device)                 # the engine's clock: start, each token's logits, the end
+        clock.mark()
         out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
-                                  logits_processor=LogitsProcessorList([marks]))
-        total = start.stop()
-        ms = (lambda a, b: a.elapsed_time(b)) if start.cuda else (lambda a, b: (b - a) * 1e3)
-        points = [start.a if start.cuda else start.t0] + marks.marks
-        steps = [ms(a, b) for a, b in zip(points[1:], points[2:])]
-        return ms(points[0], points[1]), steps, total, out.shape[1] - ids.shape[1]
+                                  logits_processor=LogitsProcessorList([_Marks(clock)]))
+        clock.mark()
+        t = clock.read()
+        return t.ttft_ms, t.step_ms, t.total_ms, out.shape[1] - ids.shape[1]
