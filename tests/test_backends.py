@@ -158,12 +158,6 @@ def test_build_reload_in_a_fresh_process_without_compiling_gpt2(backend, tmp_pat
 
 # ---- bad inputs -------------------------------------------------------------------------------
 
-
-
-
-
-
-
 def test_aoti_packages_from_another_torch_are_refused(built, tmp_path):
     directory = copy_engine(built("aoti"), tmp_path)
     side = json.loads((directory / "aoti.json").read_text())
