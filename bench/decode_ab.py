@@ -122,7 +122,8 @@ PREFILL_ATTENTION = {   # prefill attention tiles (block_m query rows, block_n k
 for _name in PREFILL_ATTENTION:
     VARIANTS[_name] = (None, None)
 VARIANTS["early"] = (None, None)           # early PDL (launch_dependents first) on every row count (see variant())
-VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c: dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
+VARIANTS["attn64_b64w2"] = (None, lambda M, H, L, c:   # the rule since 443e41f (base = this now)
+                             dataclasses.replace(c, block_k=64, num_warps=2) if M > 8 else c)
 
 
 def rows_rule(bm, bn, bk, warps, stages, split=None):

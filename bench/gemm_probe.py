@@ -9,32 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, "src")
+sys.path.insert(0, "bench")
+from decode_ab import timed_graph  # noqa: E402
 from dynashape.bench.machine import machine_facts  # noqa: E402
 from dynashape.models import kernels  # noqa: E402
-from dynashape.runtime.graphs import capture  # noqa: E402
 
 TILES = [None, (64, 64, 64, 4, 4), (128, 64, 64, 4, 3), (128, 128, 64, 8, 3), (64, 128, 64, 4, 3),
          (128, 64, 32, 4, 4), (64, 64, 128, 4, 3), (128, 256, 64, 8, 3)]
 
 
 def per_call_us(fn, calls: int = 20, replays: int = 30) -> float:
-    graph = capture(lambda: [fn() for _ in range(calls)])
-    times = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / calls)
-    return statistics.median(times)
+    """Median us of one of ``calls`` back-to-back calls of ``fn`` captured in one CUDA graph."""
+    return timed_graph(lambda: [fn() for _ in range(calls)], replays) * 1e3 / calls
 
 
 def main() -> None:

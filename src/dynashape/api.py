@@ -16,7 +16,7 @@ from .engine import Engine, build_engine, check_target
 from .engine.build import step
 from .errors import PlanError
 from .models import load_info, load_model, parse_dtype
-from .models.load import dtype_name
+from .models.load import LoadedModel, dtype_name
 from .planning.rules import PlanSettings, make_plan
 from .planning.shapes import ShapePlan, parse_range
 
@@ -32,7 +32,7 @@ def plan(model, seq: str, batch: str = "1", device: str = "cpu", dtype: str = "f
     if attn not in ("sdpa", "eager"):
         raise PlanError(f"unknown attention implementation {attn!r}.", "use --attn sdpa or --attn eager.")
     dtype = dtype_name(parse_dtype(dtype))
-    info = model.info() if hasattr(model, "info") else load_info(model, attn)
+    info = model.info() if isinstance(model, LoadedModel) else load_info(model, attn)
     return make_plan(info, PlanSettings(seq=parse_range(seq, "seq"), batch=parse_range(batch, "batch"),
                                                           attn=attn, device=device, dtype=dtype, **settings))
 
